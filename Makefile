@@ -1,0 +1,39 @@
+# Two commands for a new user: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format install migrate demo clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+migrate: $(STAMP)
+	$(BIN)/bank migrate
+
+demo: $(STAMP)
+	$(BIN)/bank demo
+
+run: $(STAMP)
+	$(BIN)/bank demo
+	$(BIN)/bank serve --host 127.0.0.1 --port 8000
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check app migrations tests
+	$(BIN)/ruff format --check app migrations tests
+
+format: $(STAMP)
+	$(BIN)/ruff format app migrations tests
+	$(BIN)/ruff check --fix app migrations tests
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,193 @@
+"""The `bank` command: serve, migrate, create staff, demo data, verify the books."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.settings import Settings, load_settings
+
+cli = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Open-source core banking backend."
+)
+
+ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
+
+
+def migrate_database(settings: Settings) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(str(ALEMBIC_INI))
+    config.attributes["database_url"] = settings.db_url
+    config.attributes["configure_logging"] = False
+    command.upgrade(config, "head")
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply pending database migrations (alembic upgrade head)."""
+    settings = load_settings()
+    migrate_database(settings)
+    typer.echo("database is up to date")
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes")] = 1,
+    reload: Annotated[bool, typer.Option(help="Reload on code changes (development)")] = False,
+) -> None:
+    """Apply pending migrations once, then serve the API with uvicorn."""
+    import uvicorn
+
+    settings = load_settings()  # creates the development secrets before workers start
+    migrate_database(settings)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        reload=reload,
+        access_log=False,
+        proxy_headers=False,
+    )
+
+
+async def _with_session(fn):  # type: ignore[no-untyped-def]
+    from app.db import Database
+    from app.security import Security
+
+    settings = load_settings()
+    database = Database(settings)
+    try:
+        async with database.session() as db:
+            return await fn(db, Security(settings), settings, database)
+    finally:
+        await database.dispose()
+
+
+@cli.command("create-user")
+def create_user(
+    username: Annotated[str, typer.Option()],
+    email: Annotated[str, typer.Option()],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
+    role: Annotated[str, typer.Option(help="admin or auditor")] = "admin",
+) -> None:
+    """Create a staff user (admin or auditor)."""
+    from app.errors import BankError
+    from app.models import Role
+    from app.services import staff
+    from app.services.audit import SYSTEM
+
+    if role not in ("admin", "auditor"):
+        raise typer.BadParameter("role must be admin or auditor", param_hint="--role")
+
+    async def run(db, security, _settings, _database):  # type: ignore[no-untyped-def]
+        return await staff.create_staff(
+            db,
+            security,
+            username=username,
+            email=email,
+            password=password,
+            role=Role(role),
+            actor=SYSTEM,
+        )
+
+    try:
+        user = asyncio.run(_with_session(run))
+    except BankError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"created {user.role} {user.username} (user id {user.id})")
+
+
+DEMO_STAFF = (
+    ("admin", "admin@demo.bank", "demo-admin-pass-1", "admin"),
+    ("auditor", "auditor@demo.bank", "demo-auditor-pass-1", "auditor"),
+)
+DEMO_CUSTOMER = {
+    "username": "demo",
+    "email": "demo@demo.bank",
+    "password": "demo-customer-pass-1",
+    "full_name": "Dana Demo",
+    "date_of_birth": "1990-04-01",
+    "phone": "+14155550123",
+    "address": "1 Market Street, San Francisco",
+    "national_id": "DEMO123456",
+}
+TINY_PNG = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06"
+    b"\x00\x00\x00\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01"
+    b"\x00\x05\x18\xd8N\x00\x00\x00\x00IEND\xaeB`\x82"
+)
+
+
+@cli.command()
+def demo() -> None:
+    """Create demo staff and a demo customer (skipping any that exist) and print them."""
+    from sqlalchemy import select
+
+    from app.db import end_reads
+    from app.models import Role, User
+    from app.schemas.customer import RegistrationForm
+    from app.services import customers, jobs, staff
+    from app.services.audit import SYSTEM
+    from app.services.documents import Upload
+
+    async def run(db, security, settings, database):  # type: ignore[no-untyped-def]
+        existing = set((await db.scalars(select(User.username))).all())
+        await end_reads(db)
+        for username, email, password, role in DEMO_STAFF:
+            if username not in existing:
+                await staff.create_staff(
+                    db,
+                    security,
+                    username=username,
+                    email=email,
+                    password=password,
+                    role=Role(role),
+                    actor=SYSTEM,
+                )
+        if DEMO_CUSTOMER["username"] not in existing:
+            form = RegistrationForm.model_validate(DEMO_CUSTOMER)
+            uploads = [
+                Upload(kind, io.BytesIO(TINY_PNG), len(TINY_PNG))
+                for kind in ("id_document", "address_proof")
+            ]
+            result = await customers.register(db, security, settings, form=form, uploads=uploads)
+            await jobs.run_job(database, result.job_id)
+
+    migrate_database(load_settings())
+    asyncio.run(_with_session(run))
+    typer.echo("Demo users (development only):")
+    for username, _email, password, role in DEMO_STAFF:
+        typer.echo(f"  {role:9} {username:8} password: {password}")
+    typer.echo(f"  customer  {DEMO_CUSTOMER['username']:8} password: {DEMO_CUSTOMER['password']}")
+
+
+@cli.command()
+def verify() -> None:
+    """Recompute the audit hash chain; exit non-zero on any mismatch."""
+    from app.services import audit
+
+    async def run(db, _security, _settings, _database):  # type: ignore[no-untyped-def]
+        return await audit.verify_chain(db)
+
+    report = asyncio.run(_with_session(run))
+    typer.echo(
+        f"audit chain: {report.entries_checked} records checked, "
+        f"{'valid' if report.valid else f'INVALID at seq {report.first_invalid_seq}'}"
+    )
+    if not report.valid:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    cli()

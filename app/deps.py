@@ -1,0 +1,68 @@
+"""Typed dependencies shared by the routers: sessions, settings, the caller."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import Database
+from app.errors import Forbidden, NotAuthenticated
+from app.models import Role
+from app.security import Principal, Security
+from app.settings import Settings
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
+
+
+def get_database(request: Request) -> Database:
+    return request.app.state.database
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_security(request: Request) -> Security:
+    return request.app.state.security
+
+
+async def get_session(
+    database: Annotated[Database, Depends(get_database)],
+) -> AsyncIterator[AsyncSession]:
+    """A session per request. It never commits: services open their own unit of work;
+    whatever is left open here is rolled back on close."""
+    async with database.session() as session:
+        yield session
+
+
+async def get_principal(
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+    security: Annotated[Security, Depends(get_security)],
+) -> Principal:
+    if not token:
+        raise NotAuthenticated("A bearer access token is required.")
+    return security.decode_access_token(token)
+
+
+def require_role(*roles: Role) -> Callable[[Principal], Principal]:
+    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if principal.role not in roles:
+            raise Forbidden("This operation is not allowed for your role.")
+        return principal
+
+    return check
+
+
+DbSession = Annotated[AsyncSession, Depends(get_session)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SecurityDep = Annotated[Security, Depends(get_security)]
+CurrentUser = Annotated[Principal, Depends(get_principal)]
+CurrentCustomer = Annotated[Principal, Depends(require_role(Role.customer))]
+AdminUser = Annotated[Principal, Depends(require_role(Role.admin))]
+StaffUser = Annotated[Principal, Depends(require_role(Role.admin, Role.auditor))]
+AuditReader = StaffUser

@@ -1,0 +1,126 @@
+"""Domain errors. Each has a stable snake_case `code` (the class name) and an HTTP status;
+one handler in app.problems turns them into RFC 9457 problem+json."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class BankError(Exception):
+    status: ClassVar[int] = 400
+    title: ClassVar[str] = "Bad request"
+    code: ClassVar[str] = "bad_request"
+    headers: dict[str, str] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" not in cls.__dict__:
+            cls.code = _snake(cls.__name__)
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.field = field
+        if headers is not None:
+            self.headers = headers
+
+    def errors(self) -> list[dict[str, str]] | None:
+        return [{"field": self.field, "message": self.detail}] if self.field else None
+
+
+# 401
+class NotAuthenticated(BankError):
+    status, title = 401, "Not authenticated"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class InvalidToken(NotAuthenticated):
+    title = "Invalid or expired token"
+
+
+class InvalidCredentials(NotAuthenticated):
+    title = "Invalid username or password"
+
+
+class TokenReused(NotAuthenticated):
+    title = "Refresh token reused; the session has been revoked"
+
+
+# 403
+class Forbidden(BankError):
+    status, title = 403, "Not allowed"
+
+
+class KycRequired(Forbidden):
+    title = "KYC verification required"
+
+
+class CustomerSuspended(Forbidden):
+    title = "Customer is suspended"
+
+
+# 404
+class NotFound(BankError):
+    status, title = 404, "Not found"
+
+
+class CustomerNotFound(NotFound):
+    title = "Customer not found"
+
+
+# 409
+class Conflict(BankError):
+    status, title = 409, "Conflict"
+
+
+class UsernameTaken(Conflict):
+    title = "Username already taken"
+
+
+class EmailTaken(Conflict):
+    title = "Email already registered"
+
+
+# 413 / 415
+class PayloadTooLarge(BankError):
+    status, title = 413, "Payload too large"
+
+
+class UnsupportedMediaType(BankError):
+    status, title = 415, "Unsupported media type"
+
+
+# 422
+class ValidationFailed(BankError):
+    status, title, code = 422, "Validation failed", "validation_error"
+
+
+class WeakPassword(ValidationFailed):
+    title, code = "Password does not meet the policy", "weak_password"
+
+
+class InvalidCurrentPassword(ValidationFailed):
+    title, code = "Current password is incorrect", "invalid_current_password"
+
+
+# 423 / 429
+class AccountLocked(BankError):
+    status, title = 423, "Too many failed logins; try again later"
+
+
+# 500
+class InternalError(BankError):
+    status, title = 500, "Internal server error"

@@ -1,0 +1,21 @@
+"""Every table, imported here so Alembic and the services see one metadata."""
+
+from app.models.audit import AuditRecord
+from app.models.base import Base
+from app.models.customer import Customer, CustomerStatus, KycDocument, KycStatus
+from app.models.job import Job
+from app.models.user import LoginThrottle, RefreshToken, Role, User
+
+__all__ = [
+    "AuditRecord",
+    "Base",
+    "Customer",
+    "CustomerStatus",
+    "Job",
+    "KycDocument",
+    "KycStatus",
+    "LoginThrottle",
+    "RefreshToken",
+    "Role",
+    "User",
+]

@@ -1,0 +1,217 @@
+"""RFC 9457 problem+json for every error, request ids, and the ASGI edge of the app."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from contextvars import ContextVar
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import BankError, PayloadTooLarge
+
+log = logging.getLogger("app.request")
+
+PROBLEM_JSON = "application/problem+json"
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+client_ip_var: ContextVar[str | None] = ContextVar("client_ip", default=None)
+
+
+def problem_body(
+    status: int,
+    code: str,
+    title: str | None = None,
+    detail: str | None = None,
+    errors: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail or title or HTTPStatus(status).phrase,
+        "code": code,
+        "request_id": request_id_var.get(),
+    }
+    if errors:
+        body["errors"] = errors
+    return body
+
+
+def problem_response(
+    status: int,
+    code: str,
+    title: str | None = None,
+    detail: str | None = None,
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    return Response(
+        orjson.dumps(problem_body(status, code, title, detail, errors)),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "form")]
+    return ".".join(parts) or (str(loc[-1]) if loc else "body")
+
+
+def _validation_message(error: dict[str, Any]) -> str:
+    message = str(error.get("msg", "Invalid value"))
+    return message.removeprefix("Value error, ")
+
+
+async def _bank_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BankError)
+    return problem_response(exc.status, exc.code, exc.title, exc.detail, exc.errors(), exc.headers)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for error in exc.errors():
+        if error.get("type") == "json_invalid":
+            return problem_response(400, "malformed_request", "Malformed JSON body")
+        errors.append(
+            {
+                "field": _field_name(tuple(error.get("loc", ()))),
+                "message": _validation_message(error),
+            }
+        )
+    fields = ", ".join(dict.fromkeys(e["field"] for e in errors))
+    return problem_response(
+        422, "validation_error", "Validation failed", f"Invalid fields: {fields}", errors
+    )
+
+
+_HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    400: "malformed_request",
+    401: "not_authenticated",
+    403: "forbidden",
+}
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(
+        exc.status_code,
+        HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_"),
+    )
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = "No such resource."
+    return problem_response(
+        exc.status_code,
+        code,
+        HTTPStatus(exc.status_code).phrase,
+        detail,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(BankError, _bank_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+
+
+class EdgeMiddleware:
+    """Outermost layer of the app (inside uvicorn):
+    - gives every request an id (the client's X-Request-ID if sane) and echoes it;
+    - makes the trailing slash optional on every path, without a redirect;
+    - bounds the request body while it streams (413), per path;
+    - turns any unexpected exception into a logged 500 problem, with no trace in the body.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, default_limit: int, limits: dict[str, int] | None = None
+    ) -> None:
+        self.app = app
+        self.default_limit = default_limit
+        self.limits = limits or {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if len(path) > 1 and path.endswith("/"):
+            scope = dict(scope)
+            scope["path"] = path.rstrip("/") or "/"
+            if scope.get("raw_path"):
+                scope["raw_path"] = scope["raw_path"].rstrip(b"/") or b"/"
+        headers = dict(scope["headers"])
+        incoming = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+        request_token = request_id_var.set(request_id)
+        client = scope.get("client")
+        ip_token = client_ip_var.set(client[0] if client else None)
+        limit = self.limits.get(scope["path"], self.default_limit)
+        started = False
+        too_large: PayloadTooLarge | None = None
+        id_header = (b"x-request-id", request_id.encode("latin-1"))
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", []), id_header]
+            await send(message)
+
+        async def send_app(message: Message) -> None:
+            # Once the body overflowed, whatever the app answers (FastAPI turns a failed
+            # body read into a 400) is replaced by the 413 problem.
+            if too_large is None:
+                await send_with_id(message)
+            elif message["type"] == "http.response.start" and not started:
+                await problem_response(413, too_large.code, too_large.title, too_large.detail)(
+                    scope, receive, send_with_id
+                )
+
+        async def limited_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    too_large = PayloadTooLarge(f"The request body exceeds {limit} bytes.")
+                    raise too_large
+            return message
+
+        received = 0
+        try:
+            length = headers.get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > limit:
+                too_large = PayloadTooLarge(f"The request body exceeds {limit} bytes.")
+                await send_app({"type": "http.response.start", "status": 413, "headers": []})
+                return
+            await self.app(scope, limited_receive, send_app)
+        except PayloadTooLarge:
+            if not started:
+                await send_app({"type": "http.response.start", "status": 413, "headers": []})
+        except Exception:
+            log.exception("unhandled error (request_id=%s)", request_id)
+            if not started:
+                await problem_response(
+                    500,
+                    "internal_error",
+                    "Internal server error",
+                    "An unexpected error occurred; quote the request id.",
+                )(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(request_token)
+            client_ip_var.reset(ip_token)

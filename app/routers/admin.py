@@ -1,0 +1,42 @@
+"""Endpoints for bank administrators."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.deps import AdminUser, DbSession, SecurityDep
+from app.models import Role
+from app.schemas.common import problem_responses
+from app.schemas.staff import StaffCreate, StaffOut
+from app.services import staff
+from app.services.audit import Actor
+
+router = APIRouter(prefix="/api/admin", tags=["admin"])
+
+
+@router.post(
+    "/users",
+    status_code=201,
+    response_model=StaffOut,
+    summary="Create a staff user (admin or auditor)",
+    responses=problem_responses(401, 403, 409, 422),
+)
+async def create_user(
+    body: StaffCreate, principal: AdminUser, db: DbSession, security: SecurityDep
+) -> StaffOut:
+    user = await staff.create_staff(
+        db,
+        security,
+        username=body.username,
+        email=body.email,
+        password=body.password,
+        role=Role(body.role),
+        actor=Actor.of(principal),
+    )
+    return StaffOut(
+        user_id=str(user.id),
+        username=user.username,
+        email=user.email,
+        role=user.role,
+        created_at=user.created_at,
+    )

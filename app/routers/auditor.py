@@ -1,0 +1,85 @@
+"""Read-only endpoints for auditors (admins may read too)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from app.deps import AuditReader, DbSession
+from app.schemas.audit import AuditRecordOut, ChainVerificationOut
+from app.schemas.common import Page, problem_responses
+from app.services import audit
+from app.services.pagination import decode_cursor, encode_cursor
+
+router = APIRouter(prefix="/api/audit", tags=["audit"])
+
+CSV_COLUMNS = list(AuditRecordOut.model_fields)
+
+
+def _day_start(value: date | None, *, next_day: bool = False) -> datetime | None:
+    if value is None:
+        return None
+    start = datetime.combine(value, time.min, tzinfo=UTC)
+    return start + timedelta(days=1) if next_day else start
+
+
+@router.get(
+    "/logs",
+    response_model=Page[AuditRecordOut],
+    summary="The audit trail, filtered, oldest first (JSON or CSV)",
+    responses={**problem_responses(401, 403, 422), 200: {"content": {"text/csv": {}}}},
+)
+async def logs(
+    principal: AuditReader,
+    db: DbSession,
+    actor: str | None = None,
+    action: str | None = None,
+    entity_type: str | None = None,
+    entity_id: str | None = None,
+    from_: Annotated[date | None, Query(alias="from")] = None,
+    to: Annotated[date | None, Query(description="Inclusive end date")] = None,
+    format: Literal["json", "csv"] = "json",
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> object:
+    filters = audit.LogFilter(
+        actor, action, entity_type, entity_id, _day_start(from_), _day_start(to, next_day=True)
+    )
+    records = await audit.list_records(
+        db, filters=filters, after_seq=decode_cursor(cursor), limit=limit + 1
+    )
+    more = len(records) > limit
+    records = records[:limit]
+    items = [AuditRecordOut.model_validate(r) for r in records]
+    next_cursor = encode_cursor(records[-1].seq) if more and records else None
+    if format == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for item in items:
+            writer.writerow(item.model_dump(mode="json"))
+        headers = {"Content-Disposition": 'attachment; filename="audit-log.csv"'}
+        if next_cursor:
+            headers["X-Next-Cursor"] = next_cursor
+        return Response(buffer.getvalue(), media_type="text/csv", headers=headers)
+    return Page[AuditRecordOut](items=items, next_cursor=next_cursor)
+
+
+@router.get(
+    "/verify",
+    response_model=ChainVerificationOut,
+    summary="Recompute the audit hash chain",
+    responses=problem_responses(401, 403),
+)
+async def verify(principal: AuditReader, db: DbSession) -> ChainVerificationOut:
+    report = await audit.verify_chain(db)
+    return ChainVerificationOut(
+        valid=report.valid,
+        entries_checked=report.entries_checked,
+        first_invalid_seq=report.first_invalid_seq,
+    )

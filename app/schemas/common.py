@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+T = TypeVar("T")
+
+
+def _iso_utc(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+UtcDateTime = Annotated[datetime, PlainSerializer(_iso_utc, return_type=str)]
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(from_attributes=True, populate_by_name=True)
+
+
+class Page(Schema, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end."
+    )
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details (media type application/problem+json)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    code: str = Field(description="Stable snake_case machine code.")
+    request_id: str | None = None
+    errors: list[dict[str, str]] | None = Field(
+        default=None, description="One item per bad field: {field, message}."
+    )
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
+    """OpenAPI entries for the problem+json error responses an endpoint can give."""
+    described = {
+        400: "Malformed request",
+        401: "Missing, invalid or expired token",
+        403: "Not allowed",
+        404: "Not found (or not yours)",
+        409: "State conflict",
+        413: "Upload too large",
+        415: "Unsupported upload type",
+        422: "Validation or business-rule failure",
+        423: "Locked (login lockout)",
+        429: "Rate limited",
+    }
+    return {
+        status: {
+            "model": Problem,
+            "description": described.get(status, "Error"),
+            "content": {"application/problem+json": {}},
+        }
+        for status in statuses
+    }

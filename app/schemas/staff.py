@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, EmailStr, Field
+
+from app.schemas.common import Schema, UtcDateTime
+from app.schemas.customer import USERNAME_RE
+
+
+class StaffCreate(BaseModel):
+    username: str = Field(pattern=USERNAME_RE)
+    email: EmailStr
+    password: str = Field(min_length=1, max_length=256)
+    role: Literal["admin", "auditor"]
+
+
+class StaffOut(Schema):
+    user_id: str
+    username: str
+    email: str
+    role: str
+    created_at: UtcDateTime

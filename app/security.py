@@ -1,0 +1,103 @@
+"""Password hashing (Argon2id) and access tokens (JWT, HS256)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+
+import anyio
+from jose import JWTError, jwt
+from passlib.context import CryptContext
+
+from app.errors import InvalidToken
+from app.settings import Settings
+
+ALGORITHMS = ["HS256"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, from a verified access token."""
+
+    user_id: int
+    role: str
+    customer_id: int | None
+    username: str
+
+
+class Security:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._context = CryptContext(
+            schemes=["argon2"],
+            argon2__type="ID",
+            argon2__time_cost=settings.argon2_time_cost,
+            argon2__memory_cost=settings.argon2_memory_kib,
+            argon2__parallelism=1,
+        )
+
+    @cached_property
+    def _dummy_hash(self) -> str:
+        return self._context.hash(secrets.token_urlsafe(16))
+
+    async def hash_password(self, password: str) -> str:
+        return await anyio.to_thread.run_sync(self._context.hash, password)
+
+    async def verify_password(self, password: str, password_hash: str | None) -> bool:
+        """Constant work whether or not the user exists: an unknown user is checked
+        against a dummy hash so timing does not reveal which usernames exist."""
+        target = password_hash or self._dummy_hash
+        ok = await anyio.to_thread.run_sync(self._context.verify, password, target)
+        return ok and password_hash is not None
+
+    def create_access_token(self, principal: Principal) -> tuple[str, int]:
+        now = datetime.now(UTC)
+        lifetime = timedelta(minutes=self.settings.access_token_minutes)
+        claims = {
+            "sub": str(principal.user_id),
+            "role": principal.role,
+            "cid": principal.customer_id,
+            "usr": principal.username,
+            "iat": int(now.timestamp()),
+            "exp": int((now + lifetime).timestamp()),
+            "jti": uuid.uuid4().hex,
+        }
+        token = jwt.encode(claims, self.settings.jwt_secret, algorithm=ALGORITHMS[0])
+        return token, int(lifetime.total_seconds())
+
+    def decode_access_token(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self.settings.jwt_secret,
+                algorithms=ALGORITHMS,
+                options={
+                    "require_exp": True,
+                    "require_iat": True,
+                    "require_sub": True,
+                    "require_jti": True,
+                },
+            )
+            cid = claims.get("cid")
+            return Principal(
+                user_id=int(claims["sub"]),
+                role=str(claims["role"]),
+                customer_id=int(cid) if cid is not None else None,
+                username=str(claims.get("usr", "")),
+            )
+        except (JWTError, KeyError, ValueError, TypeError) as exc:
+            raise InvalidToken("The access token is invalid or has expired.") from exc
+
+
+def new_refresh_token() -> tuple[str, str]:
+    """A random refresh token and the SHA-256 that is all the database keeps of it."""
+    token = secrets.token_urlsafe(32)
+    return token, hash_token(token)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -1,0 +1,240 @@
+"""Login, refresh-token rotation with reuse detection, logout, password change."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import end_reads, retry_on_conflict, unit_of_work
+from app.errors import AccountLocked, InvalidCredentials, InvalidCurrentPassword, TokenReused
+from app.errors import InvalidToken as InvalidRefreshToken
+from app.models import Customer, LoginThrottle, RefreshToken, User
+from app.security import Principal, Security, hash_token, new_refresh_token
+from app.services import audit
+from app.services.audit import ANONYMOUS, Actor
+from app.services.passwords import check_password_policy
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    role: str
+
+
+async def _principal_for(db: AsyncSession, user: User) -> Principal:
+    customer_id = await db.scalar(select(Customer.id).where(Customer.user_id == user.id))
+    return Principal(user.id, user.role, customer_id, user.username)
+
+
+async def _issue(db: AsyncSession, security: Security, user: User, family_id: str) -> TokenPair:
+    principal = await _principal_for(db, user)
+    access, expires_in = security.create_access_token(principal)
+    refresh, refresh_hash = new_refresh_token()
+    db.add(
+        RefreshToken(
+            user_id=user.id,
+            family_id=family_id,
+            token_hash=refresh_hash,
+            expires_at=datetime.now(UTC) + timedelta(days=security.settings.refresh_token_days),
+        )
+    )
+    return TokenPair(access, refresh, expires_in, user.role)
+
+
+async def _locked_until(db: AsyncSession, key: str) -> datetime | None:
+    row = await db.get(LoginThrottle, key)
+    now = datetime.now(UTC)
+    if row and row.locked_until and row.locked_until > now:
+        return row.locked_until
+    return None
+
+
+async def _note_failure(db: AsyncSession, key: str, security: Security) -> None:
+    settings = security.settings
+    now = datetime.now(UTC)
+    window = timedelta(minutes=settings.login_lockout_minutes)
+    row = await db.get(LoginThrottle, key)
+    if row is None:
+        db.add(LoginThrottle(username=key, failures=1, window_started_at=now))
+        await db.flush()
+        return
+    if row.window_started_at + window < now:
+        row.failures, row.window_started_at, row.locked_until = 0, now, None
+    row.failures += 1
+    if row.failures >= settings.login_max_failures:
+        row.locked_until = now + window
+
+
+def _locked(until: datetime) -> AccountLocked:
+    retry_after = max(1, int((until - datetime.now(UTC)).total_seconds()))
+    return AccountLocked(
+        f"Too many failed logins for this username; try again in {retry_after} seconds.",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+@retry_on_conflict
+async def login(db: AsyncSession, security: Security, *, username: str, password: str) -> TokenPair:
+    key = username.strip().lower()[:255]
+    user = await db.scalar(
+        select(User).where((func.lower(User.username) == key) | (func.lower(User.email) == key))
+    )
+    await end_reads(db)
+    # Hash work happens outside the write transaction: it is slow and needs no lock.
+    password_ok = await security.verify_password(password, user.password_hash if user else None)
+    async with unit_of_work(db):
+        if until := await _locked_until(db, key):
+            await audit.record(
+                db,
+                actor=Actor.of(None),
+                action="auth.login",
+                entity_type="user",
+                entity_id=user.id if user else None,
+                outcome="denied",
+                details={"username": key, "reason": "locked"},
+            )
+            error: Exception = _locked(until)
+        elif not password_ok or user is None or not user.is_active:
+            await _note_failure(db, key, security)
+            await audit.record(
+                db,
+                actor=ANONYMOUS,
+                action="auth.login",
+                entity_type="user",
+                entity_id=user.id if user else None,
+                outcome="failed",
+                details={"username": key},
+            )
+            error = InvalidCredentials("The username or password is incorrect.")
+        else:
+            await db.execute(
+                update(LoginThrottle)
+                .where(LoginThrottle.username == key)
+                .values(failures=0, locked_until=None)
+            )
+            pair = await _issue(db, security, user, uuid.uuid4().hex)
+            await audit.record(
+                db,
+                actor=Actor(str(user.id), user.role),
+                action="auth.login",
+                entity_type="user",
+                entity_id=user.id,
+            )
+            return pair
+    raise error
+
+
+@retry_on_conflict
+async def refresh(db: AsyncSession, security: Security, *, refresh_token: str) -> TokenPair:
+    now = datetime.now(UTC)
+    async with unit_of_work(db):
+        token = await db.scalar(
+            select(RefreshToken).where(RefreshToken.token_hash == hash_token(refresh_token))
+        )
+        if token is None or token.expires_at <= now:
+            error: Exception = InvalidRefreshToken("The refresh token is invalid or expired.")
+        else:
+            # Conditional update: of two concurrent presentations only one wins.
+            won = await db.execute(
+                update(RefreshToken)
+                .where(
+                    RefreshToken.id == token.id,
+                    RefreshToken.used_at.is_(None),
+                    RefreshToken.revoked_at.is_(None),
+                )
+                .values(used_at=now)
+            )
+            user = await db.get(User, token.user_id)
+            actor = Actor(str(token.user_id), user.role if user else None)
+            if won.rowcount == 1 and user is not None and user.is_active:
+                pair = await _issue(db, security, user, token.family_id)
+                await audit.record(
+                    db, actor=actor, action="auth.refresh", entity_type="user", entity_id=user.id
+                )
+                return pair
+            await _revoke_family(db, token.family_id, now)
+            await audit.record(
+                db,
+                actor=actor,
+                action="auth.refresh_reuse",
+                entity_type="user",
+                entity_id=token.user_id,
+                outcome="denied",
+                details={"family_id": token.family_id},
+            )
+            error = TokenReused("This refresh token was already used; the session is revoked.")
+    raise error
+
+
+async def _revoke_family(db: AsyncSession, family_id: str, now: datetime) -> None:
+    await db.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+
+
+@retry_on_conflict
+async def logout(db: AsyncSession, *, principal: Principal, refresh_token: str) -> None:
+    now = datetime.now(UTC)
+    async with unit_of_work(db):
+        token = await db.scalar(
+            select(RefreshToken).where(
+                RefreshToken.token_hash == hash_token(refresh_token),
+                RefreshToken.user_id == principal.user_id,
+            )
+        )
+        if token is not None:
+            await _revoke_family(db, token.family_id, now)
+        await audit.record(
+            db,
+            actor=Actor.of(principal),
+            action="auth.logout",
+            entity_type="user",
+            entity_id=principal.user_id,
+            details={"revoked": token is not None},
+        )
+
+
+@retry_on_conflict
+async def change_password(
+    db: AsyncSession,
+    security: Security,
+    *,
+    principal: Principal,
+    current_password: str,
+    new_password: str,
+) -> None:
+    user = await db.get(User, principal.user_id)
+    await end_reads(db)
+    if user is None or not await security.verify_password(current_password, user.password_hash):
+        raise InvalidCurrentPassword("The current password is incorrect.", field="current_password")
+    check_password_policy(
+        new_password, username=user.username, email=user.email, field="new_password"
+    )
+    new_hash = await security.hash_password(new_password)
+    now = datetime.now(UTC)
+    async with unit_of_work(db):
+        await db.execute(
+            update(User)
+            .where(User.id == user.id)
+            .values(password_hash=new_hash, password_changed_at=now)
+        )
+        await db.execute(
+            update(RefreshToken)
+            .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        await audit.record(
+            db,
+            actor=Actor.of(principal),
+            action="auth.password_change",
+            entity_type="user",
+            entity_id=user.id,
+        )

@@ -1,0 +1,152 @@
+"""Durable background jobs.
+
+A job row is written in the same transaction as the change that needs it. Right after
+the response a background task runs it; a sweeper (at start-up and every few seconds)
+runs whatever a crash or restart left queued, or running past its lease. Claiming is a
+conditional UPDATE, so a job runs at most once at a time across every process; the
+handler's changes and the job's `done` mark commit in one transaction, so its effect
+happens exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import Database, retry_on_conflict, unit_of_work
+from app.models import Job
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[AsyncSession, dict[str, Any]], Awaitable[None]]
+HANDLERS: dict[str, Handler] = {}
+MAX_ATTEMPTS = 5
+# Modules whose @handler functions make up the job kinds (imported on first use, so the
+# job runner works the same from the API, the CLI and the tests).
+HANDLER_MODULES = ("app.services.kyc",)
+
+
+def _handler_for(kind: str) -> Handler:
+    if kind not in HANDLERS:
+        for module in HANDLER_MODULES:
+            importlib.import_module(module)
+    return HANDLERS[kind]
+
+
+def handler(kind: str) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        HANDLERS[kind] = fn
+        return fn
+
+    return register
+
+
+async def enqueue(db: AsyncSession, kind: str, payload: dict[str, Any]) -> Job:
+    """Queue a job inside the caller's unit of work."""
+    job = Job(kind=kind, payload=payload, status="queued", run_after=datetime.now(UTC))
+    db.add(job)
+    await db.flush()
+    return job
+
+
+def _claimable(now: datetime) -> Any:
+    return or_(
+        (Job.status == "queued") & (Job.run_after <= now),
+        (Job.status == "running") & (Job.lease_until < now),
+    )
+
+
+@retry_on_conflict
+async def _claim(db: AsyncSession, job_id: int, lease_seconds: int) -> bool:
+    now = datetime.now(UTC)
+    async with unit_of_work(db):
+        result = await db.execute(
+            update(Job)
+            .where(Job.id == job_id, _claimable(now))
+            .values(
+                status="running",
+                attempts=Job.attempts + 1,
+                lease_until=now + timedelta(seconds=lease_seconds),
+            )
+        )
+        return result.rowcount == 1
+
+
+@retry_on_conflict
+async def _complete(db: AsyncSession, job_id: int) -> None:
+    async with unit_of_work(db):
+        job = await db.get(Job, job_id)
+        if job is None or job.status != "running":
+            return
+        await _handler_for(job.kind)(db, job.payload)
+        job.status = "done"
+        job.finished_at = datetime.now(UTC)
+        job.lease_until = None
+
+
+async def _fail(db: AsyncSession, job_id: int, error: str) -> None:
+    async with unit_of_work(db):
+        job = await db.get(Job, job_id)
+        if job is None:
+            return
+        job.last_error = error[:2000]
+        job.lease_until = None
+        if job.attempts >= MAX_ATTEMPTS:
+            job.status = "failed"
+            job.finished_at = datetime.now(UTC)
+        else:
+            job.status = "queued"
+            job.run_after = datetime.now(UTC) + timedelta(seconds=2**job.attempts)
+
+
+async def run_job(database: Database, job_id: int) -> bool:
+    """Run one job if nobody else holds it. Returns whether this call ran it."""
+    async with database.session() as db:
+        if not await _claim(db, job_id, database.settings.job_lease_seconds):
+            return False
+        try:
+            await _complete(db, job_id)
+        except Exception as exc:
+            log.exception("job %s failed", job_id)
+            await _fail(db, job_id, f"{type(exc).__name__}: {exc}")
+            return False
+        return True
+
+
+async def run_jobs(database: Database, job_ids: list[int]) -> None:
+    for job_id in job_ids:
+        await run_job(database, job_id)
+
+
+async def sweep(database: Database, limit: int = 100) -> int:
+    """Run jobs that are due and unclaimed (or whose runner died). Returns how many ran."""
+    async with database.session() as db:
+        now = datetime.now(UTC)
+        query = select(Job.id).where(_claimable(now)).order_by(Job.id).limit(limit)
+        if not database.is_sqlite:
+            # Several API processes sweep at once; each takes different rows.
+            query = query.with_for_update(skip_locked=True)
+        async with db.begin():
+            job_ids = list((await db.scalars(query)).all())
+    ran = 0
+    for job_id in job_ids:
+        ran += await run_job(database, job_id)
+    return ran
+
+
+async def sweeper_loop(database: Database) -> None:
+    while True:
+        try:
+            await sweep(database)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job sweep failed")
+        await asyncio.sleep(database.settings.job_sweep_seconds)

@@ -1,0 +1,101 @@
+"""The one settings object. Nothing else in the code base reads the environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigurationError(RuntimeError):
+    """The service refuses to start with this configuration."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BANK_", env_file=".env", extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Path("./var")
+    database_url: str | None = Field(
+        default=None, description="Defaults to sqlite+aiosqlite:///<data_dir>/bank.db"
+    )
+    jwt_secret: str | None = Field(default=None, min_length=32)
+    pii_secret: str | None = Field(default=None, min_length=32)
+    jwt_algorithm: Literal["HS256"] = "HS256"
+    bank_name: str = "Open Core Bank"
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    access_token_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    refresh_token_days: int = Field(default=14, ge=1, le=365)
+    upload_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    request_max_bytes: int = Field(default=1024 * 1024, ge=1024)
+    login_max_failures: int = Field(default=5, ge=1)
+    login_lockout_minutes: int = Field(default=15, ge=1)
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_kib: int = Field(default=65536, ge=8)
+    watchlist_path: Path | None = None
+    job_sweep_seconds: float = Field(default=3.0, gt=0)
+    job_lease_seconds: int = Field(default=60, ge=1)
+    sqlite_busy_timeout_ms: int = Field(default=30000, ge=0)
+    db_pool_size: int = Field(default=10, ge=1)
+    log_json: bool = False
+    cors_origins: list[str] = []
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'bank.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.db_url.startswith("sqlite")
+
+    @property
+    def kyc_dir(self) -> Path:
+        return self.data_dir / "kyc"
+
+    @cached_property
+    def watchlist_file(self) -> Path:
+        return self.watchlist_path or Path(__file__).parent / "data" / "watchlist.txt"
+
+    def resolve_secrets(self) -> Settings:
+        """Fill in missing secrets: required in production, generated once and kept in the
+        data directory otherwise (so tokens survive restarts and several workers agree)."""
+        missing = [name for name in ("jwt_secret", "pii_secret") if not getattr(self, name)]
+        if not missing:
+            return self
+        if self.env == "production":
+            names = ", ".join(f"BANK_{name.upper()}" for name in missing)
+            raise ConfigurationError(f"{names} must be set when BANK_ENV=production")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        path = self.data_dir / "secrets.json"
+        stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        if any(name not in stored for name in missing):
+            for name in missing:
+                stored.setdefault(name, secrets.token_urlsafe(48))
+            tmp = path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(stored, handle)
+            # A concurrent worker may have written first; keep whichever landed.
+            if not path.exists():
+                os.replace(tmp, path)
+            else:
+                tmp.unlink(missing_ok=True)
+                stored = json.loads(path.read_text())
+        for name in missing:
+            setattr(self, name, stored[name])
+        return self
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides).resolve_secrets()  # type: ignore[arg-type]

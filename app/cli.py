@@ -174,18 +174,24 @@ def demo() -> None:
 
 @cli.command()
 def verify() -> None:
-    """Recompute the audit hash chain; exit non-zero on any mismatch."""
-    from app.services import audit
+    """Recompute the audit hash chain and the ledger; exit non-zero on any mismatch."""
+    from app.services import audit, reconciliation
 
     async def run(db, _security, _settings, _database):  # type: ignore[no-untyped-def]
-        return await audit.verify_chain(db)
+        return await audit.verify_chain(db), await reconciliation.verify_ledger(db)
 
-    report = asyncio.run(_with_session(run))
+    chain, books = asyncio.run(_with_session(run))
     typer.echo(
-        f"audit chain: {report.entries_checked} records checked, "
-        f"{'valid' if report.valid else f'INVALID at seq {report.first_invalid_seq}'}"
+        f"audit chain: {chain.entries_checked} records checked, "
+        f"{'valid' if chain.valid else f'INVALID at seq {chain.first_invalid_seq}'}"
     )
-    if not report.valid:
+    typer.echo(
+        f"ledger: {books.journals_checked} journals, {books.accounts_checked} accounts, "
+        f"{'balanced' if books.balanced else 'NOT BALANCED'}"
+    )
+    for mismatch in books.mismatches:
+        typer.echo(f"  mismatch: {mismatch}", err=True)
+    if not chain.valid or not books.balanced:
         raise typer.Exit(1)
 
 

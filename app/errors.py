@@ -35,6 +35,13 @@ class BankError(Exception):
         if headers is not None:
             self.headers = headers
 
+    denied_entity: tuple[str, str] | None = None
+
+    def denying(self, entity_type: str, entity_id: str) -> BankError:
+        """Mark a 404 that hides someone else's object, so the denial gets audited."""
+        self.denied_entity = (entity_type, entity_id)
+        return self
+
     def errors(self) -> list[dict[str, str]] | None:
         return [{"field": self.field, "message": self.detail}] if self.field else None
 
@@ -124,3 +131,52 @@ class AccountLocked(BankError):
 # 500
 class InternalError(BankError):
     status, title = 500, "Internal server error"
+
+
+# Accounts and money movement (API.md §4, §5)
+class InvalidAccountNumber(ValidationFailed):
+    title, code = "Invalid account number", "invalid_account_number"
+
+
+class AccountNotFound(NotFound):
+    title = "Account not found"
+
+
+class TransactionNotFound(NotFound):
+    title = "Transaction not found"
+
+
+class AccountNotActive(Conflict):
+    title = "Account is not active"
+
+
+class BalanceNotZero(Conflict):
+    title = "Account balance is not zero"
+
+
+class InsufficientFunds(ValidationFailed):
+    title, code = "Insufficient funds", "insufficient_funds"
+
+
+class CurrencyMismatch(ValidationFailed):
+    title, code = "Currency mismatch", "currency_mismatch"
+
+
+class SameAccount(ValidationFailed):
+    title, code = "Source and destination are the same account", "same_account"
+
+
+class AmountTooLarge(ValidationFailed):
+    title, code = "Amount above the per-transaction maximum", "amount_too_large"
+
+
+class DailyLimitExceeded(ValidationFailed):
+    title, code = "Daily outgoing limit exceeded", "daily_limit_exceeded"
+
+
+class IdempotencyKeyReused(ValidationFailed):
+    title, code = "Idempotency key reused with a different request", "idempotency_key_reused"
+
+
+class IdempotencyInProgress(Conflict):
+    title = "A request with this idempotency key is still in progress"

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from app.db import Database
 from app.problems import EdgeMiddleware, install_error_handlers
-from app.routers import admin, auditor, customer, public
+from app.routers import admin, auditor, customer, customer_banking, public
 from app.security import Security
 from app.services import jobs
 from app.settings import Settings, load_settings
@@ -45,7 +45,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.database = database
     app.state.security = Security(settings)
     install_error_handlers(app)
-    for router in (public.router, customer.router, admin.router, auditor.router):
+    for router in (
+        public.router,
+        customer.router,
+        customer_banking.router,
+        admin.router,
+        auditor.router,
+    ):
         app.include_router(router)
     # Two documents of upload_max_bytes plus room for the text fields.
     registration_limit = 2 * settings.upload_max_bytes + 64 * 1024

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -45,6 +46,8 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     log_json: bool = False
     cors_origins: list[str] = []
+    max_transaction: Decimal = Field(default=Decimal("1000000.00"), gt=0, decimal_places=2)
+    daily_limit: Decimal = Field(default=Decimal("100000.00"), gt=0, decimal_places=2)
 
     @field_validator("data_dir")
     @classmethod
@@ -54,6 +57,14 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'bank.db'}"
+
+    @property
+    def max_transaction_minor(self) -> int:
+        return int(self.max_transaction * 100)
+
+    @property
+    def daily_limit_minor(self) -> int:
+        return int(self.daily_limit * 100)
 
     @property
     def is_sqlite(self) -> bool:

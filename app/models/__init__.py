@@ -4,14 +4,32 @@ from app.models.audit import AuditRecord
 from app.models.base import Base
 from app.models.customer import Customer, CustomerStatus, KycDocument, KycStatus
 from app.models.job import Job
+from app.models.ledger import (
+    Account,
+    AccountKind,
+    AccountStatus,
+    Entry,
+    IdempotencyRecord,
+    Journal,
+    JournalKind,
+    JournalStatus,
+)
 from app.models.user import LoginThrottle, RefreshToken, Role, User
 
 __all__ = [
+    "Account",
+    "AccountKind",
+    "AccountStatus",
     "AuditRecord",
     "Base",
     "Customer",
     "CustomerStatus",
+    "Entry",
+    "IdempotencyRecord",
     "Job",
+    "Journal",
+    "JournalKind",
+    "JournalStatus",
     "KycDocument",
     "KycStatus",
     "LoginThrottle",

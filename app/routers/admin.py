@@ -7,8 +7,9 @@ from fastapi import APIRouter
 from app.deps import AdminUser, DbSession, SecurityDep
 from app.models import Role
 from app.schemas.common import problem_responses
+from app.schemas.ledger import AccountOut, AccountStatusChange
 from app.schemas.staff import StaffCreate, StaffOut
-from app.services import staff
+from app.services import accounts, staff
 from app.services.audit import Actor
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
@@ -40,3 +41,19 @@ async def create_user(
         role=user.role,
         created_at=user.created_at,
     )
+
+
+@router.patch(
+    "/accounts/{account_number}",
+    response_model=AccountOut,
+    tags=["admin"],
+    summary="Freeze, unfreeze or close a customer's account",
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def set_account_status(
+    account_number: str, body: AccountStatusChange, principal: AdminUser, db: DbSession
+) -> AccountOut:
+    account = await accounts.set_status(
+        db, principal=principal, number=account_number, status=body.status, reason=body.reason
+    )
+    return AccountOut.of(account)

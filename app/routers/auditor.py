@@ -13,7 +13,8 @@ from fastapi.responses import Response
 from app.deps import AuditReader, DbSession
 from app.schemas.audit import AuditRecordOut, ChainVerificationOut
 from app.schemas.common import Page, problem_responses
-from app.services import audit
+from app.schemas.ledger import LedgerReportOut
+from app.services import audit, reconciliation
 from app.services.pagination import decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/api/audit", tags=["audit"])
@@ -82,4 +83,21 @@ async def verify(principal: AuditReader, db: DbSession) -> ChainVerificationOut:
         valid=report.valid,
         entries_checked=report.entries_checked,
         first_invalid_seq=report.first_invalid_seq,
+    )
+
+
+@router.get(
+    "/ledger",
+    response_model=LedgerReportOut,
+    summary="Trial balance: every journal sums to zero, every balance equals its entries",
+    responses=problem_responses(401, 403),
+)
+async def ledger(principal: AuditReader, db: DbSession) -> LedgerReportOut:
+    report = await reconciliation.verify_ledger(db)
+    return LedgerReportOut(
+        balanced=report.balanced,
+        journals_checked=report.journals_checked,
+        accounts_checked=report.accounts_checked,
+        mismatches=report.mismatches,
+        totals=report.totals,
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,7 @@ import orjson
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.errors import BankError
 from app.models import AuditRecord
 from app.problems import client_ip_var, request_id_var
 from app.security import Principal
@@ -212,3 +214,27 @@ async def list_records(
     if after_seq is not None:
         query = query.where(AuditRecord.seq > after_seq)
     return list((await db.scalars(query)).all())
+
+
+@asynccontextmanager
+async def denials_recorded(db: AsyncSession, *, actor: Actor, action: str) -> AsyncIterator[None]:
+    """Audit a request refused because the object is someone else's. The refusal rolled
+    back the service's transaction, so the record is written in a transaction of its own."""
+    from app.db import unit_of_work
+
+    try:
+        yield
+    except BankError as exc:
+        if exc.denied_entity is None:
+            raise
+        entity_type, entity_id = exc.denied_entity
+        async with unit_of_work(db):
+            await record(
+                db,
+                actor=actor,
+                action=action,
+                entity_type=entity_type,
+                entity_id=entity_id,
+                outcome="denied",
+            )
+        raise

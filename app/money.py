@@ -1,0 +1,72 @@
+"""Money: integer minor units inside, two-place decimal strings outside.
+
+This is the one place that converts amounts. Request bodies are parsed with
+`parse_float=Decimal` (see app.routing), so a JSON number never becomes a float."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, WithJsonSchema
+
+MINOR_PER_MAJOR = 100
+CENT = Decimal("0.01")
+# Far above any configurable limit, far below BIGINT: 10^13 major units.
+MAX_AMOUNT_MINOR = 10**15
+DECIMAL_RE = re.compile(r"^[+-]?[0-9]+(\.[0-9]+)?$")
+
+
+def parse_amount(value: Any) -> int:
+    """A positive amount with at most two decimal places, as minor units."""
+    if isinstance(value, (bool, float)):
+        raise ValueError('must be a decimal string such as "12.50" or a JSON number')
+    if isinstance(value, int):
+        amount = Decimal(value)
+    elif isinstance(value, Decimal):
+        amount = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if len(text) > 40 or not DECIMAL_RE.match(text):
+            raise ValueError('must be a decimal number such as "12.50"')
+        amount = Decimal(text)
+    else:
+        raise ValueError('must be a decimal string such as "12.50" or a JSON number')
+    try:
+        if not amount.is_finite():
+            raise ValueError("must be a finite number")
+        if amount <= 0:
+            raise ValueError("must be greater than zero")
+        if amount * MINOR_PER_MAJOR >= MAX_AMOUNT_MINOR:
+            raise ValueError("is too large")
+        if amount != amount.quantize(CENT):
+            raise ValueError("must have at most two decimal places")
+    except InvalidOperation as exc:
+        raise ValueError("is not a valid amount") from exc
+    return int(amount * MINOR_PER_MAJOR)
+
+
+def format_amount(minor: int) -> str:
+    sign = "-" if minor < 0 else ""
+    major, cents = divmod(abs(minor), MINOR_PER_MAJOR)
+    return f"{sign}{major}.{cents:02d}"
+
+
+def parse_limit(value: str | int) -> int:
+    """A configured limit such as "100000.00" as minor units."""
+    return parse_amount(value if isinstance(value, int) else Decimal(str(value)))
+
+
+Amount = Annotated[
+    int,
+    BeforeValidator(parse_amount),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^[0-9]+(\.[0-9]{1,2})?$",
+            "examples": ["12.50"],
+            "description": "Positive, at most two decimal places; a JSON number is accepted.",
+        }
+    ),
+]

@@ -1,0 +1,239 @@
+"""Customer accounts: numbers, opening, closing, status, and the row locks that every
+money movement takes (in id order, so two movements never deadlock)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import retry_on_conflict, unit_of_work
+from app.errors import (
+    AccountNotActive,
+    AccountNotFound,
+    BalanceNotZero,
+    CustomerNotFound,
+    CustomerSuspended,
+    InvalidAccountNumber,
+    KycRequired,
+)
+from app.models import Account, AccountKind, AccountStatus, Customer, CustomerStatus
+from app.security import Principal
+from app.services import audit
+from app.services.audit import Actor
+
+NUMBER_LENGTH = 12
+
+
+def luhn_check_digit(payload: str) -> str:
+    total = 0
+    for index, char in enumerate(reversed(payload)):
+        digit = int(char)
+        if index % 2 == 0:  # every second digit from the right, check digit excluded
+            digit *= 2
+            if digit > 9:
+                digit -= 9
+        total += digit
+    return str((10 - total % 10) % 10)
+
+
+def is_valid_number(number: str) -> bool:
+    return (
+        len(number) == NUMBER_LENGTH
+        and number.isascii()
+        and number.isdigit()
+        and luhn_check_digit(number[:-1]) == number[-1]
+    )
+
+
+def new_number() -> str:
+    """Random, so numbers reveal nothing about order or volume."""
+    payload = str(secrets.randbelow(9) + 1) + "".join(
+        str(secrets.randbelow(10)) for _ in range(NUMBER_LENGTH - 2)
+    )
+    return payload + luhn_check_digit(payload)
+
+
+def parse_number(raw: str, *, field: str) -> str:
+    number = raw.strip()
+    if not is_valid_number(number):
+        raise InvalidAccountNumber(
+            f"{raw!r} is not a valid account number (12 digits with a Luhn check digit).",
+            field=field,
+        )
+    return number
+
+
+def check_can_transact(customer: Customer | None) -> Customer:
+    if customer is None:
+        raise CustomerNotFound("The caller is not a customer.")
+    if customer.status == CustomerStatus.suspended:
+        raise CustomerSuspended("The customer is suspended and cannot move money.")
+    if customer.status != CustomerStatus.active:
+        raise KycRequired(f"The customer's status is {customer.status!r}; KYC must be approved.")
+    return customer
+
+
+async def lock_customer(db: AsyncSession, principal: Principal) -> Customer:
+    """The caller's customer row, locked: serialises one customer's outgoing movements so
+    the daily limit cannot be overrun by concurrent requests."""
+    customer = await db.scalar(
+        select(Customer).where(Customer.id == principal.customer_id).with_for_update()
+    )
+    return check_can_transact(customer)
+
+
+async def lock_accounts(db: AsyncSession, numbers: Iterable[str]) -> dict[str, Account]:
+    """Lock accounts by number in ascending id order (the global lock order)."""
+    rows = await db.scalars(
+        select(Account)
+        .where(Account.number.in_(list(numbers)))
+        .order_by(Account.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {account.number: account for account in rows}
+
+
+def owned(account: Account | None, principal: Principal, number: str, field: str) -> Account:
+    """The caller's account, or the same 404 whether it is missing or someone else's."""
+    if account is None:
+        raise AccountNotFound(f"No account {number}.", field=field)
+    if account.customer_id != principal.customer_id or account.kind != AccountKind.customer:
+        raise AccountNotFound(f"No account {number}.", field=field).denying("account", number)
+    return account
+
+
+def check_active(account: Account, field: str) -> None:
+    if account.status != AccountStatus.active:
+        raise AccountNotActive(f"Account {account.number} is {account.status}.", field=field)
+
+
+async def internal_account(db: AsyncSession, code: str, currency: str) -> Account:
+    """The bank's own account `code` (cash, holds, …) in `currency`, created on first use."""
+    query = select(Account).where(Account.code == code, Account.currency == currency)
+    account = await db.scalar(query)
+    if account is not None:
+        return account
+    try:
+        async with db.begin_nested():
+            db.add(
+                Account(
+                    number=new_number(),
+                    kind=AccountKind.internal,
+                    code=code,
+                    type="internal",
+                    currency=currency,
+                    balance=0,
+                    held=0,
+                )
+            )
+    except IntegrityError:
+        pass  # created concurrently by another transaction
+    account = await db.scalar(query)
+    assert account is not None
+    return account
+
+
+@retry_on_conflict
+async def open_account(
+    db: AsyncSession, *, principal: Principal, type: str, currency: str
+) -> Account:
+    async with unit_of_work(db):
+        await lock_customer(db, principal)
+        account = Account(
+            number=new_number(),
+            customer_id=principal.customer_id,
+            kind=AccountKind.customer,
+            type=type,
+            currency=currency,
+            balance=0,
+            held=0,
+            status=AccountStatus.active,
+        )
+        db.add(account)
+        await db.flush()
+        await audit.record(
+            db,
+            actor=Actor.of(principal),
+            action="account.open",
+            entity_type="account",
+            entity_id=account.number,
+            details={"type": type, "currency": currency},
+        )
+    return account
+
+
+async def list_accounts(
+    db: AsyncSession, *, principal: Principal, after_id: int | None, limit: int
+) -> list[Account]:
+    query = (
+        select(Account)
+        .where(Account.customer_id == principal.customer_id)
+        .order_by(Account.id)
+        .limit(limit)
+    )
+    if after_id is not None:
+        query = query.where(Account.id > after_id)
+    return list((await db.scalars(query)).all())
+
+
+async def get_account(db: AsyncSession, *, principal: Principal, number: str) -> Account:
+    number = parse_number(number, field="account_number")
+    async with audit.denials_recorded(db, actor=Actor.of(principal), action="account.read"):
+        account = await db.scalar(select(Account).where(Account.number == number))
+        return owned(account, principal, number, "account_number")
+
+
+@retry_on_conflict
+async def close_account(db: AsyncSession, *, principal: Principal, number: str) -> Account:
+    number = parse_number(number, field="account_number")
+    async with audit.denials_recorded(db, actor=Actor.of(principal), action="account.close"):
+        async with unit_of_work(db):
+            account = owned(
+                (await lock_accounts(db, [number])).get(number), principal, number, "account_number"
+            )
+            if account.status == AccountStatus.closed:
+                raise AccountNotActive(f"Account {number} is already closed.")
+            if account.balance != 0 or account.held != 0:
+                raise BalanceNotZero(f"Account {number} still holds money; move it out first.")
+            account.status = AccountStatus.closed
+            account.closed_at = datetime.now(UTC)
+            await audit.record(
+                db,
+                actor=Actor.of(principal),
+                action="account.close",
+                entity_type="account",
+                entity_id=number,
+            )
+    return account
+
+
+@retry_on_conflict
+async def set_status(
+    db: AsyncSession, *, principal: Principal, number: str, status: str, reason: str
+) -> Account:
+    """An admin freezes, unfreezes or closes an account."""
+    number = parse_number(number, field="account_number")
+    async with unit_of_work(db):
+        account = (await lock_accounts(db, [number])).get(number)
+        if account is None or account.kind != AccountKind.customer:
+            raise AccountNotFound(f"No account {number}.")
+        if status == AccountStatus.closed and (account.balance or account.held):
+            raise BalanceNotZero(f"Account {number} still holds money.")
+        previous = account.status
+        account.status = status
+        account.closed_at = datetime.now(UTC) if status == AccountStatus.closed else None
+        await audit.record(
+            db,
+            actor=Actor.of(principal),
+            action="account.status",
+            entity_type="account",
+            entity_id=number,
+            details={"from": previous, "to": status, "reason": reason},
+        )
+    return account

@@ -1,0 +1,107 @@
+"""Trial balance and reconciliation: the ledger is the truth, the cached balances must
+agree with it. Used by `bank verify`, GET /api/audit/ledger and the tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Account, AccountKind, Entry, Journal
+from app.money import format_amount
+
+
+@dataclass
+class LedgerReport:
+    balanced: bool
+    journals_checked: int
+    accounts_checked: int
+    mismatches: list[dict[str, Any]] = field(default_factory=list)
+    totals: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+async def verify_ledger(db: AsyncSession) -> LedgerReport:
+    mismatches: list[dict[str, Any]] = []
+    unbalanced = await db.execute(
+        select(Entry.journal_id, Entry.currency, func.sum(Entry.amount))
+        .group_by(Entry.journal_id, Entry.currency)
+        .having(func.sum(Entry.amount) != 0)
+        .order_by(Entry.journal_id)
+        .limit(100)
+    )
+    for journal_id, currency, total in unbalanced:
+        mismatches.append(
+            {
+                "kind": "journal_unbalanced",
+                "transaction_id": str(journal_id),
+                "currency": currency,
+                "sum": format_amount(int(total)),
+            }
+        )
+    short = await db.execute(
+        select(Journal.id)
+        .outerjoin(Entry, Entry.journal_id == Journal.id)
+        .group_by(Journal.id)
+        .having(func.count(Entry.id) < 2)
+        .order_by(Journal.id)
+        .limit(100)
+    )
+    for (journal_id,) in short:
+        mismatches.append({"kind": "journal_incomplete", "transaction_id": str(journal_id)})
+
+    entry_sums = (
+        select(Entry.account_id, func.sum(Entry.amount).label("total"))
+        .group_by(Entry.account_id)
+        .subquery()
+    )
+    rows = await db.execute(
+        select(
+            Account.number,
+            Account.kind,
+            Account.currency,
+            Account.balance,
+            func.coalesce(entry_sums.c.total, 0),
+        ).outerjoin(entry_sums, entry_sums.c.account_id == Account.id)
+    )
+    accounts_checked = 0
+    totals: dict[str, dict[str, int]] = {}
+    for number, kind, currency, balance, ledger_total in rows:
+        accounts_checked += 1
+        ledger_total = int(ledger_total)
+        if balance != ledger_total:
+            mismatches.append(
+                {
+                    "kind": "balance_mismatch",
+                    "account_number": number,
+                    "stored": format_amount(balance),
+                    "ledger": format_amount(ledger_total),
+                }
+            )
+        bucket = totals.setdefault(currency, {"customer": 0, "internal": 0})
+        bucket["customer" if kind == AccountKind.customer else "internal"] += balance
+    for currency, bucket in totals.items():
+        if bucket["customer"] + bucket["internal"] != 0:
+            mismatches.append(
+                {
+                    "kind": "books_unbalanced",
+                    "currency": currency,
+                    "sum": format_amount(bucket["customer"] + bucket["internal"]),
+                }
+            )
+    journals_checked = await db.scalar(select(func.count(Journal.id))) or 0
+    return LedgerReport(
+        balanced=not mismatches,
+        journals_checked=int(journals_checked),
+        accounts_checked=accounts_checked,
+        mismatches=mismatches,
+        totals={
+            currency: {
+                "customer_balances": format_amount(b["customer"]),
+                "internal_balances": format_amount(b["internal"]),
+                "net": format_amount(b["customer"] + b["internal"]),
+            }
+            for currency, b in sorted(totals.items())
+        },
+    )

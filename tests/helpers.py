@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import itertools
+import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from sqlalchemy import func, select, text
 
-from app.models import Role
-from app.services import staff
+from app.db import Database
+from app.models import AuditRecord, Customer, Role
+from app.schemas.customer import RegistrationForm
+from app.services import customers, staff
 from app.services.audit import SYSTEM
+from app.services.customers import Registration
+from app.services.documents import Upload
 
 PNG = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06"
@@ -86,6 +95,11 @@ class Bank:
         return response.json(), headers
 
     async def staff(self, role: str = "admin") -> dict[str, str]:
+        username, password = await self.staff_user(role)
+        return await self.headers(username, password)
+
+    async def staff_user(self, role: str = "admin") -> tuple[str, str]:
+        """Create a staff user through the service; return (username, password)."""
         n = next(_counter)
         username, password = f"{role}{n}", f"staff-password-{n}-ok"
         async with self.app.state.database.session() as db:
@@ -98,4 +112,88 @@ class Bank:
                 role=Role(role),
                 actor=SYSTEM,
             )
-        return await self.headers(username, password)
+        return username, password
+
+
+def problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """Assert an RFC 9457 problem response and return its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["status"] == status
+    assert body["code"] == code
+    assert body["type"] == "about:blank"
+    assert body["title"] and body["detail"]
+    assert body["request_id"] == response.headers["x-request-id"]
+    return body
+
+
+def error_fields(response: httpx.Response) -> set[str]:
+    return {item["field"] for item in response.json().get("errors", [])}
+
+
+async def count(database: Database, model: Any, *where: Any) -> int:
+    async with database.session() as db:
+        return await db.scalar(select(func.count()).select_from(model).where(*where)) or 0
+
+
+async def audit_records(database: Database, action: str | None = None) -> list[AuditRecord]:
+    async with database.session() as db:
+        query = select(AuditRecord).order_by(AuditRecord.seq)
+        if action is not None:
+            query = query.where(AuditRecord.action == action)
+        return list((await db.scalars(query)).all())
+
+
+async def customer_row(database: Database, customer_id: int | str) -> Customer:
+    async with database.session() as db:
+        customer = await db.get(Customer, int(customer_id))
+        assert customer is not None
+        return customer
+
+
+async def execute(database: Database, sql: str, **params: Any) -> None:
+    """Run raw SQL in its own committed transaction, behind the app's back."""
+    async with database.engine.begin() as conn:
+        await conn.execute(text(sql), params)
+
+
+async def tamper_audit(database: Database, seq: int, sql_set: str) -> None:
+    """Alter an audit record the way an intruder with table access would: switch off
+    the append-only trigger, then UPDATE."""
+    async with database.engine.begin() as conn:
+        if database.is_sqlite:
+            await conn.execute(text("DROP TRIGGER audit_log_no_update"))
+        else:
+            await conn.execute(text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_change"))
+        update = f"UPDATE audit_log SET {sql_set} WHERE seq = :seq"  # noqa: S608 (test-only SQL)
+        await conn.execute(text(update), {"seq": seq})
+
+
+def stored_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file()) if directory.exists() else []
+
+
+async def register_without_kyc(app: FastAPI, **fields: Any) -> Registration:
+    """Register through the service, as a crash right after the commit would leave it:
+    the KYC job is queued and nobody has run it."""
+    form = RegistrationForm.model_validate(registration_form(**fields))
+    uploads = [
+        Upload("id_document", io.BytesIO(PNG), len(PNG)),
+        Upload("address_proof", io.BytesIO(PDF), len(PDF)),
+    ]
+    database = app.state.database
+    async with database.session() as db:
+        return await customers.register(
+            db, app.state.security, app.state.settings, form=form, uploads=uploads
+        )
+
+
+async def wait_for(predicate: Any, within: float = 2.0) -> float:
+    """Await `predicate()` until it is true; return the seconds it took."""
+    started = time.monotonic()
+    while not await predicate():
+        elapsed = time.monotonic() - started
+        assert elapsed < within, f"condition not met within {within} s"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import end_reads, retry_on_conflict, unit_of_work
@@ -47,23 +49,37 @@ async def _issue(db: AsyncSession, security: Security, user: User, family_id: st
     return TokenPair(access, refresh, expires_in, user.role)
 
 
-async def _locked_until(db: AsyncSession, key: str) -> datetime | None:
-    row = await db.get(LoginThrottle, key)
-    now = datetime.now(UTC)
-    if row and row.locked_until and row.locked_until > now:
+async def _throttle(db: AsyncSession, key: str) -> LoginThrottle:
+    """The username's throttle row, created if absent and locked until COMMIT: concurrent
+    attempts for one username take turns, so none of them checks the lockout before an
+    earlier failure has been counted (a burst of guesses cannot outrun it), and the
+    counter loses no updates. The loser of a create race waits for the winner's row."""
+    insert = pg_insert if db.bind.dialect.name == "postgresql" else sqlite_insert
+    await db.execute(
+        insert(LoginThrottle)
+        .values(username=key, failures=0, window_started_at=datetime.now(UTC))
+        .on_conflict_do_nothing(index_elements=[LoginThrottle.username])
+    )
+    row = await db.scalar(
+        select(LoginThrottle)
+        .where(LoginThrottle.username == key)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    assert row is not None
+    return row
+
+
+def _locked_until(row: LoginThrottle) -> datetime | None:
+    if row.locked_until and row.locked_until > datetime.now(UTC):
         return row.locked_until
     return None
 
 
-async def _note_failure(db: AsyncSession, key: str, security: Security) -> None:
+def _note_failure(row: LoginThrottle, security: Security) -> None:
     settings = security.settings
     now = datetime.now(UTC)
     window = timedelta(minutes=settings.login_lockout_minutes)
-    row = await db.get(LoginThrottle, key)
-    if row is None:
-        db.add(LoginThrottle(username=key, failures=1, window_started_at=now))
-        await db.flush()
-        return
     if row.window_started_at + window < now:
         row.failures, row.window_started_at, row.locked_until = 0, now, None
     row.failures += 1
@@ -89,7 +105,8 @@ async def login(db: AsyncSession, security: Security, *, username: str, password
     # Hash work happens outside the write transaction: it is slow and needs no lock.
     password_ok = await security.verify_password(password, user.password_hash if user else None)
     async with unit_of_work(db):
-        if until := await _locked_until(db, key):
+        throttle = await _throttle(db, key)
+        if until := _locked_until(throttle):
             await audit.record(
                 db,
                 actor=Actor.of(None),
@@ -101,7 +118,7 @@ async def login(db: AsyncSession, security: Security, *, username: str, password
             )
             error: Exception = _locked(until)
         elif not password_ok or user is None or not user.is_active:
-            await _note_failure(db, key, security)
+            _note_failure(throttle, security)
             await audit.record(
                 db,
                 actor=ANONYMOUS,
@@ -113,11 +130,7 @@ async def login(db: AsyncSession, security: Security, *, username: str, password
             )
             error = InvalidCredentials("The username or password is incorrect.")
         else:
-            await db.execute(
-                update(LoginThrottle)
-                .where(LoginThrottle.username == key)
-                .values(failures=0, locked_until=None)
-            )
+            throttle.failures, throttle.locked_until = 0, None
             pair = await _issue(db, security, user, uuid.uuid4().hex)
             await audit.record(
                 db,

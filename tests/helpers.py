@@ -197,3 +197,20 @@ async def wait_for(predicate: Any, within: float = 2.0) -> float:
         assert elapsed < within, f"condition not met within {within} s"
         await asyncio.sleep(0.02)
     return time.monotonic() - started
+
+
+def widen_uniqueness_races(monkeypatch: Any, database: Database, pause: float = 0.15) -> None:
+    """Make every username/email uniqueness check linger before its writer goes on, so
+    concurrent writers all pass the check before any of them commits and the database's
+    unique index has to decide. (SQLite writers run one at a time, so there is no race
+    to widen there.)"""
+    if database.is_sqlite:
+        return
+    original = customers.check_unique
+
+    async def lingering(*args: Any, **kwargs: Any) -> None:
+        await original(*args, **kwargs)
+        await asyncio.sleep(pause)
+
+    monkeypatch.setattr(customers, "check_unique", lingering)
+    monkeypatch.setattr(staff, "check_unique", lingering)

@@ -20,6 +20,7 @@ from tests.helpers import (
     problem,
     registration_form,
     stored_files,
+    widen_uniqueness_races,
 )
 
 
@@ -228,8 +229,9 @@ async def test_registration_refuses_a_duplicate_case_insensitively(
 
 @pytest.mark.parametrize("field", ["username", "email"])
 async def test_concurrent_duplicate_registrations_admit_exactly_one(
-    bank, database, settings, field
+    bank, database, settings, monkeypatch, field
 ):
+    widen_uniqueness_races(monkeypatch, database)
     value = "jack" if field == "username" else "jack@example.com"
     responses = await asyncio.gather(*(bank.register(**{field: value}) for _ in range(4)))
     statuses = sorted(r.status_code for r in responses)

@@ -204,25 +204,30 @@ async def update_me(db: AsyncSession, *, principal: Principal, changes: Customer
     if principal.customer_id is None:
         raise CustomerNotFound("The caller is not a customer.")
     fields = changes.model_dump(exclude_unset=True, exclude_none=True)
-    async with unit_of_work(db):
-        customer = await db.get(Customer, principal.customer_id)
-        user = await db.get(User, principal.user_id)
-        if customer is None or user is None:
-            raise CustomerNotFound("The caller is not a customer.")
-        if "email" in fields and fields["email"] != user.email:
-            await check_unique(db, username=None, email=fields["email"], exclude_user=user.id)
-            user.email = fields["email"]
-        for name in ("phone", "address"):
-            if name in fields:
-                setattr(customer, name, fields[name])
-        await audit.record(
-            db,
-            actor=Actor.of(principal),
-            action="customer.update",
-            entity_type="customer",
-            entity_id=customer.id,
-            details={"fields": sorted(fields)},
-        )
+    try:
+        async with unit_of_work(db):
+            customer = await db.get(Customer, principal.customer_id)
+            user = await db.get(User, principal.user_id)
+            if customer is None or user is None:
+                raise CustomerNotFound("The caller is not a customer.")
+            if "email" in fields and fields["email"] != user.email:
+                await check_unique(db, username=None, email=fields["email"], exclude_user=user.id)
+                user.email = fields["email"]
+            for name in ("phone", "address"):
+                if name in fields:
+                    setattr(customer, name, fields[name])
+            await audit.record(
+                db,
+                actor=Actor.of(principal),
+                action="customer.update",
+                entity_type="customer",
+                entity_id=customer.id,
+                details={"fields": sorted(fields)},
+            )
+    except IntegrityError as exc:
+        # Lost a race with a concurrent change to the same address: the unique index
+        # decided, after both had passed the check above.
+        raise EmailTaken("This email address is already registered.", field="email") from exc
     profile = await load_profile(db, principal.customer_id)
     assert profile is not None
     return profile

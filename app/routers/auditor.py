@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Literal
 
@@ -20,6 +21,17 @@ from app.services.pagination import decode_cursor, encode_cursor
 router = APIRouter(prefix="/api/audit", tags=["audit"])
 
 CSV_COLUMNS = list(AuditRecordOut.model_fields)
+# A cell starting like this is run as a formula by spreadsheets (CSV injection), and the
+# log holds client-chosen text (path ids, usernames): such cells get a leading quote.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: object) -> object:
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
 
 
 def _day_start(value: date | None, *, next_day: bool = False) -> datetime | None:
@@ -63,7 +75,7 @@ async def logs(
         writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for item in items:
-            writer.writerow(item.model_dump(mode="json"))
+            writer.writerow({k: _csv_cell(v) for k, v in item.model_dump(mode="json").items()})
         headers = {"Content-Disposition": 'attachment; filename="audit-log.csv"'}
         if next_cursor:
             headers["X-Next-Cursor"] = next_cursor

@@ -82,7 +82,10 @@ async def lock_customer(db: AsyncSession, principal: Principal) -> Customer:
     """The caller's customer row, locked: serialises one customer's outgoing movements so
     the daily limit cannot be overrun by concurrent requests."""
     customer = await db.scalar(
-        select(Customer).where(Customer.id == principal.customer_id).with_for_update()
+        select(Customer)
+        .where(Customer.id == principal.customer_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     )
     return check_can_transact(customer)
 

@@ -1,0 +1,1 @@
+"""The money-path benchmark (`make bench`)."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import end_reads, unit_of_work
+from app.errors import UsernameTaken
 from app.models import Role, User
 from app.security import Security
 from app.services import audit
@@ -28,19 +30,28 @@ async def create_staff(
     await check_unique(db, username=username, email=email)
     await end_reads(db)
     password_hash = await security.hash_password(password)
-    async with unit_of_work(db):
+    try:
+        async with unit_of_work(db):
+            await check_unique(db, username=username, email=email)
+            user = User(
+                username=username,
+                email=email,
+                password_hash=password_hash,
+                role=role,
+                is_active=True,
+            )
+            db.add(user)
+            await db.flush()
+            await audit.record(
+                db,
+                actor=actor,
+                action="staff.create",
+                entity_type="user",
+                entity_id=user.id,
+                details={"username": username, "role": role},
+            )
+    except IntegrityError as exc:
+        # Lost a race with a concurrent creation of the same name or address.
         await check_unique(db, username=username, email=email)
-        user = User(
-            username=username, email=email, password_hash=password_hash, role=role, is_active=True
-        )
-        db.add(user)
-        await db.flush()
-        await audit.record(
-            db,
-            actor=actor,
-            action="staff.create",
-            entity_type="user",
-            entity_id=user.id,
-            details={"username": username, "role": role},
-        )
+        raise UsernameTaken("The username or email is taken.", field="username") from exc
     return user

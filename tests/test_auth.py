@@ -71,6 +71,23 @@ async def test_wrong_password_and_unknown_user_get_the_same_answer(bank):
     assert strip(wrong.json()) == strip(unknown.json())
 
 
+async def test_an_unknown_user_costs_a_password_check_like_a_known_one(bank, monkeypatch):
+    await _register(bank, "pablo")
+    context = bank.app.state.security._context
+    checked: list[str] = []
+    original = context.verify
+
+    def counting_verify(secret, hashed):
+        checked.append(hashed[:10])
+        return original(secret, hashed)
+
+    monkeypatch.setattr(context, "verify", counting_verify)
+    await bank.login("pablo", "not-the-password")
+    await bank.login("no-such-user", "not-the-password")
+    assert len(checked) == 2
+    assert all(h.startswith("$argon2id$") for h in checked)
+
+
 async def test_login_outcomes_are_audited(bank, database):
     registered = await _register(bank, "quinn")
     await bank.login("quinn", "wrong-password-1")

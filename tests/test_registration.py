@@ -4,9 +4,11 @@ failed registration writes nothing (no user, no customer, no file, no audit reco
 from __future__ import annotations
 
 import asyncio
+import stat
 from datetime import UTC, date, datetime
 
 import pytest
+from sqlalchemy import text
 
 from app.models import Customer, Job, KycDocument, User
 from tests.helpers import (
@@ -78,11 +80,32 @@ async def test_registration_stores_documents_by_content_under_random_names(
     ]
 
 
-async def test_registration_works_with_a_trailing_slash(bank):
+async def test_registration_works_with_a_trailing_slash_and_takes_big_documents(bank, settings):
+    # Two 2 MB scans: far above the general 1 MiB body limit, within the upload limit.
+    scan = PDF + b"\x00" * (2 * 1024 * 1024)
+    assert len(scan) > settings.request_max_bytes
     form = registration_form(username="erin")
-    response = await bank.client.post("/api/customers/register/", data=form, files=document_files())
+    files = document_files(
+        id_document=("scan.pdf", scan, "application/pdf"),
+        address_proof=("scan2.pdf", scan, "application/pdf"),
+    )
+    response = await bank.client.post("/api/customers/register/", data=form, files=files)
     assert response.status_code == 201, response.text
     assert response.json()["username"] == "erin"
+
+
+async def test_registration_keeps_secrets_protected_at_rest(bank, database, settings):
+    response = await bank.register(username="fay", national_id="XY987654321")
+    assert response.status_code == 201
+    async with database.engine.connect() as conn:
+        users = (await conn.execute(text("SELECT * FROM users"))).mappings().all()
+        customers = (await conn.execute(text("SELECT * FROM customers"))).mappings().all()
+    assert users[0]["password_hash"].startswith("$argon2id$")
+    assert "correct-horse-battery" not in str(users)
+    assert "XY987654321" not in str(customers)
+    assert customers[0]["national_id_last4"] == "4321"
+    for path in stored_files(settings.kyc_dir):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -78,27 +78,32 @@ def check_can_transact(customer: Customer | None) -> Customer:
     return customer
 
 
+# Built once: the money path runs these on every request.
+_LOCK_CUSTOMER = (
+    select(Customer)
+    .where(Customer.id == bindparam("customer_id"))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+_LOCK_ACCOUNTS = (
+    select(Account)
+    .where(Account.number.in_(bindparam("numbers", expanding=True)))
+    .order_by(Account.id)
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+
+
 async def lock_customer(db: AsyncSession, principal: Principal) -> Customer:
     """The caller's customer row, locked: serialises one customer's outgoing movements so
     the daily limit cannot be overrun by concurrent requests."""
-    customer = await db.scalar(
-        select(Customer)
-        .where(Customer.id == principal.customer_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
+    customer = await db.scalar(_LOCK_CUSTOMER, {"customer_id": principal.customer_id})
     return check_can_transact(customer)
 
 
 async def lock_accounts(db: AsyncSession, numbers: Iterable[str]) -> dict[str, Account]:
     """Lock accounts by number in ascending id order (the global lock order)."""
-    rows = await db.scalars(
-        select(Account)
-        .where(Account.number.in_(list(numbers)))
-        .order_by(Account.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
+    rows = await db.scalars(_LOCK_ACCOUNTS, {"numbers": list(numbers)})
     return {account.number: account for account in rows}
 
 

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import BankError
@@ -27,6 +27,9 @@ from app.problems import client_ip_var, request_id_var
 from app.security import Principal
 
 GENESIS = "0" * 64
+_CHAIN_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+_TAIL = select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)
+_APPEND = insert(AuditRecord)
 AUDIT_CHAIN_LOCK = 0x4155444954  # "AUDIT"; pg_advisory_xact_lock key
 
 
@@ -114,13 +117,10 @@ async def record(
     details: dict[str, Any] | None = None,
 ) -> AuditRecord:
     """Append one record. Must be called inside the caller's unit of work."""
-    if db.bind.dialect.name == "postgresql":
-        await db.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_CHAIN_LOCK})
-    tail = (
-        await db.execute(
-            select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)
-        )
-    ).first()
+    conn = await db.connection()
+    if conn.dialect.name == "postgresql":
+        await conn.execute(_CHAIN_LOCK, {"k": AUDIT_CHAIN_LOCK})
+    tail = (await conn.execute(_TAIL)).first()
     seq, prev_hash = (tail[0] + 1, tail[1]) if tail else (1, GENESIS)
     # Round-trip details through JSON now so the hash covers exactly what is stored.
     clean_details = orjson.loads(orjson.dumps(details or {}, default=str))
@@ -139,10 +139,9 @@ async def record(
         "details": clean_details,
         "prev_hash": prev_hash,
     }
-    rec = AuditRecord(**fields, hash=compute_hash(**fields))
-    db.add(rec)
-    await db.flush()
-    return rec
+    fields["hash"] = compute_hash(**fields)
+    await conn.execute(_APPEND, fields)
+    return AuditRecord(**fields)
 
 
 @dataclass

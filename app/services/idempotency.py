@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,6 +24,13 @@ from app.errors import IdempotencyInProgress, IdempotencyKeyReused
 from app.models import IdempotencyRecord
 
 IN_PROGRESS = 0
+_CLAIM = {
+    name: insert(IdempotencyRecord).on_conflict_do_nothing(index_elements=["user_id", "key"])
+    for name, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
+_COMPLETE = update(IdempotencyRecord).where(
+    IdempotencyRecord.user_id == bindparam("uid"), IdempotencyRecord.key == bindparam("k")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +95,14 @@ async def claim(db: AsyncSession, idem: IdempotencyKey) -> Outcome | None:
 
 async def complete(db: AsyncSession, idem: IdempotencyKey | None, outcome: Outcome) -> Outcome:
     if idem is not None:
-        await db.execute(
-            update(IdempotencyRecord)
-            .where(IdempotencyRecord.user_id == idem.user_id, IdempotencyRecord.key == idem.key)
-            .values(response_status=outcome.status, response_body=outcome.body)
+        conn = await db.connection()
+        await conn.execute(
+            _COMPLETE,
+            {
+                "uid": idem.user_id,
+                "k": idem.key,
+                "response_status": outcome.status,
+                "response_body": outcome.body,
+            },
         )
     return outcome

@@ -164,7 +164,11 @@ def demo() -> None:
             result = await customers.register(db, security, settings, form=form, uploads=uploads)
             await jobs.run_job(database, result.job_id)
 
-    migrate_database(load_settings())
+    settings = load_settings()
+    if settings.env == "production":
+        typer.echo("error: demo users are for development; BANK_ENV is production", err=True)
+        raise typer.Exit(1)
+    migrate_database(settings)
     asyncio.run(_with_session(run))
     typer.echo("Demo users (development only):")
     for username, _email, password, role in DEMO_STAFF:

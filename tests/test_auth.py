@@ -217,7 +217,8 @@ async def test_reusing_a_rotated_refresh_token_revokes_the_whole_family(bank, da
     problem(reuse, 401, "token_reused")
     assert reuse.headers["www-authenticate"] == "Bearer"
     # The newest token of the family is dead too (the thief may hold it) ...
-    problem(await _refresh(bank, third["refresh_token"]), 401, "token_reused")
+    problem(await _refresh(bank, third["refresh_token"]), 401, "invalid_token")
+    assert (await _refresh(bank, second["refresh_token"])).status_code == 401
     # ... but a separate login is another family and survives.
     assert (await _refresh(bank, other_session["refresh_token"])).status_code == 200
     [record, *_] = await audit_records(database, "auth.refresh_reuse")
@@ -229,6 +230,19 @@ async def test_a_refresh_token_presented_twice_at_once_succeeds_once(bank):
     tokens = await bank.token("yara", PASSWORD)
     responses = await asyncio.gather(*(_refresh(bank, tokens["refresh_token"]) for _ in range(3)))
     assert sorted(r.status_code for r in responses) == [200, 401, 401]
+    for response in responses:
+        if response.status_code == 401:
+            problem(response, 401, "token_reused")
+    # Two holders of one token: the family is revoked, the winner's new token included.
+    [winner] = [r.json() for r in responses if r.status_code == 200]
+    assert (await _refresh(bank, winner["refresh_token"])).status_code == 401
+
+
+async def test_a_deactivated_users_session_cannot_be_refreshed(bank, database):
+    await _register(bank, "yusuf")
+    tokens = await bank.token("yusuf", PASSWORD)
+    await execute(database, "UPDATE users SET is_active = false WHERE username = 'yusuf'")
+    problem(await _refresh(bank, tokens["refresh_token"]), 401, "invalid_token")
 
 
 async def test_an_unknown_or_expired_refresh_token_is_refused(bank, database):
@@ -254,10 +268,14 @@ async def test_logout_revokes_the_session(bank, database):
     )
     assert response.status_code == 204
     assert response.content == b""
-    assert (await _refresh(bank, tokens["refresh_token"])).status_code == 401
+    problem(await _refresh(bank, tokens["refresh_token"]), 401, "invalid_token")
     assert (await _refresh(bank, other["refresh_token"])).status_code == 200
     [record] = await audit_records(database, "auth.logout")
     assert record.details == {"revoked": True}
+    # A session that ended is not a stolen token: no reuse alarm.
+    assert await audit_records(database, "auth.refresh_reuse") == []
+    denied = [r for r in await audit_records(database, "auth.refresh") if r.outcome == "denied"]
+    assert [r.details["reason"] for r in denied] == ["revoked"]
 
 
 async def test_logout_revokes_tokens_rotated_from_the_login(bank):
@@ -314,8 +332,8 @@ async def test_password_change_ends_every_session(bank, database):
     assert response.status_code == 204
     problem(await bank.login("fred", PASSWORD), 401, "invalid_credentials")
     assert (await bank.login("fred", "a-brand-new-passphrase")).status_code == 200
-    assert (await _refresh(bank, elsewhere["refresh_token"])).status_code == 401
-    assert (await _refresh(bank, mine["refresh_token"])).status_code == 401
+    problem(await _refresh(bank, elsewhere["refresh_token"]), 401, "invalid_token")
+    problem(await _refresh(bank, mine["refresh_token"]), 401, "invalid_token")
     assert len(await audit_records(database, "auth.password_change")) == 1
 
 

@@ -151,37 +151,46 @@ async def refresh(db: AsyncSession, security: Security, *, refresh_token: str) -
             select(RefreshToken).where(RefreshToken.token_hash == hash_token(refresh_token))
         )
         if token is None or token.expires_at <= now:
-            error: Exception = InvalidRefreshToken("The refresh token is invalid or expired.")
-        else:
-            # Conditional update: of two concurrent presentations only one wins.
-            won = await db.execute(
-                update(RefreshToken)
-                .where(
-                    RefreshToken.id == token.id,
-                    RefreshToken.used_at.is_(None),
-                    RefreshToken.revoked_at.is_(None),
-                )
-                .values(used_at=now)
+            raise InvalidRefreshToken("The refresh token is invalid or expired.")
+        # Conditional update: of two concurrent presentations only one wins.
+        won = await db.execute(
+            update(RefreshToken)
+            .where(
+                RefreshToken.id == token.id,
+                RefreshToken.used_at.is_(None),
+                RefreshToken.revoked_at.is_(None),
             )
-            user = await db.get(User, token.user_id)
-            actor = Actor(str(token.user_id), user.role if user else None)
-            if won.rowcount == 1 and user is not None and user.is_active:
-                pair = await _issue(db, security, user, token.family_id)
-                await audit.record(
-                    db, actor=actor, action="auth.refresh", entity_type="user", entity_id=user.id
-                )
-                return pair
-            await _revoke_family(db, token.family_id, now)
+            .values(used_at=now)
+        )
+        if won.rowcount == 0:
+            await db.refresh(token)  # what the winner, or an earlier call, did to it
+        user = await db.get(User, token.user_id)
+        actor = Actor(str(token.user_id), user.role if user else None)
+        if won.rowcount == 1 and user is not None and user.is_active:
+            pair = await _issue(db, security, user, token.family_id)
             await audit.record(
-                db,
-                actor=actor,
-                action="auth.refresh_reuse",
-                entity_type="user",
-                entity_id=token.user_id,
-                outcome="denied",
-                details={"family_id": token.family_id},
+                db, actor=actor, action="auth.refresh", entity_type="user", entity_id=user.id
             )
-            error = TokenReused("This refresh token was already used; the session is revoked.")
+            return pair
+        await _revoke_family(db, token.family_id, now)
+        reused = won.rowcount == 0 and token.used_at is not None
+        # A token revoked before it was ever used (logout, password change, a reuse
+        # elsewhere in its family) or a deactivated user: the session is over, which is
+        # no sign of theft. A token presented after it was rotated is.
+        await audit.record(
+            db,
+            actor=actor,
+            action="auth.refresh_reuse" if reused else "auth.refresh",
+            entity_type="user",
+            entity_id=token.user_id,
+            outcome="denied",
+            details={"family_id": token.family_id} | ({} if reused else {"reason": "revoked"}),
+        )
+        error: Exception = (
+            TokenReused("This refresh token was already used; the session is revoked.")
+            if reused
+            else InvalidRefreshToken("This session has ended; log in again.")
+        )
     raise error
 
 

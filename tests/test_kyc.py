@@ -225,3 +225,39 @@ async def test_a_failing_job_is_retried_later_then_given_up(app, database, monke
         "Pending KYC Approval"
     )
     assert await audit_records(database, "kyc.check") == []
+
+
+async def test_runners_that_both_hold_a_claim_still_run_the_job_once(app, database, monkeypatch):
+    # As after a lease ran out while its runner was still busy and another runner took
+    # the job over: both reach the completion step together.
+    registration = await register_without_kyc(app)
+    await execute(
+        database, "UPDATE jobs SET status = 'running' WHERE id = :id", id=registration.job_id
+    )
+
+    async def always_claimed(db, job_id, lease_seconds):
+        return True
+
+    handler = jobs._handler_for(KYC_JOB)
+    calls = []
+
+    async def slow_handler(db, payload):
+        calls.append(payload)
+        await asyncio.sleep(0.1)
+        await handler(db, payload)
+
+    monkeypatch.setattr(jobs, "_claim", always_claimed)
+    monkeypatch.setitem(jobs.HANDLERS, KYC_JOB, slow_handler)
+    await asyncio.gather(*(jobs.run_job(database, registration.job_id) for _ in range(3)))
+    assert len(calls) == 1
+    assert len(await audit_records(database, "kyc.check")) == 1
+
+
+async def test_a_late_failure_report_does_not_reopen_a_finished_job(app, database):
+    registration = await register_without_kyc(app)
+    assert await jobs.run_job(database, registration.job_id)
+    async with database.session() as db:
+        await jobs._fail(db, registration.job_id, "RuntimeError: from a runner that lost its lease")
+    job = await _job(database, registration.job_id)
+    assert (job.status, job.last_error) == ("done", None)
+    assert await jobs.sweep(database) == 0

@@ -82,7 +82,9 @@ async def _claim(db: AsyncSession, job_id: int, lease_seconds: int) -> bool:
 @retry_on_conflict
 async def _complete(db: AsyncSession, job_id: int) -> None:
     async with unit_of_work(db):
-        job = await db.get(Job, job_id)
+        # Locked until COMMIT: a runner whose lease ran out and the one that took the job
+        # over cannot both get past this check; the second finds the job done.
+        job = await db.get(Job, job_id, with_for_update=True, populate_existing=True)
         if job is None or job.status != "running":
             return
         await _handler_for(job.kind)(db, job.payload)
@@ -93,9 +95,9 @@ async def _complete(db: AsyncSession, job_id: int) -> None:
 
 async def _fail(db: AsyncSession, job_id: int, error: str) -> None:
     async with unit_of_work(db):
-        job = await db.get(Job, job_id)
-        if job is None:
-            return
+        job = await db.get(Job, job_id, with_for_update=True, populate_existing=True)
+        if job is None or job.status != "running":
+            return  # another runner finished it meanwhile; do not reopen it
         job.last_error = error[:2000]
         job.lease_until = None
         if job.attempts >= MAX_ATTEMPTS:

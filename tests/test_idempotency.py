@@ -65,6 +65,12 @@ async def test_same_key_with_a_different_body_is_refused(bank, app):
         problem(response, 422, "idempotency_key_reused")
     assert await balance(bank.client, headers, number) == "90.00"
     assert await journal_count(app) == 2
+    # The same fields sent to another operation are another request.
+    other_key = new_key()
+    assert (await deposit(bank.client, headers, number, "5.00", key=other_key)).status_code == 201
+    reused = await withdraw(bank.client, headers, number, "5.00", key=other_key)
+    problem(reused, 422, "idempotency_key_reused")
+    assert await balance(bank.client, headers, number) == "95.00"
 
 
 async def test_equivalent_amounts_are_the_same_request(bank, app):

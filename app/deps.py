@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import Database
+from app.db import Database, unit_of_work
 from app.errors import Forbidden, NotAuthenticated
 from app.models import Role
 from app.security import Principal, Security
+from app.services import audit
+from app.services.audit import Actor
 from app.settings import Settings
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
@@ -48,9 +50,24 @@ async def get_principal(
     return security.decode_access_token(token)
 
 
-def require_role(*roles: Role) -> Callable[[Principal], Principal]:
-    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:
+    async def check(
+        principal: Annotated[Principal, Depends(get_principal)],
+        request: Request,
+        database: Annotated[Database, Depends(get_database)],
+    ) -> Principal:
         if principal.role not in roles:
+            # Every denied request is audited (API.md §8), in a transaction of its own.
+            async with database.session() as db, unit_of_work(db):
+                await audit.record(
+                    db,
+                    actor=Actor.of(principal),
+                    action="access.denied",
+                    entity_type="endpoint",
+                    entity_id=request.url.path[:64],
+                    outcome="denied",
+                    details={"method": request.method, "allowed_roles": sorted(roles)},
+                )
             raise Forbidden("This operation is not allowed for your role.")
         return principal
 

@@ -75,6 +75,22 @@ async def test_audit_endpoints_are_for_auditors_and_admins_only(bank, path):
         assert response.status_code == 200, response.text
 
 
+async def test_a_request_refused_for_the_callers_role_is_audited(bank, database):
+    _, customer = await bank.customer()
+    me = (await bank.client.get("/api/auth/me", headers=customer)).json()
+    problem(await bank.client.get("/api/audit/logs/", headers=customer), 403, "forbidden")
+    auditor = await bank.staff("auditor")
+    response = await bank.client.post("/api/admin/users", json={}, headers=auditor)
+    problem(response, 403, "forbidden")
+    records = await audit_records(database, "access.denied")
+    assert [(r.actor_id, r.actor_role, r.entity_id, r.outcome) for r in records] == [
+        (me["user_id"], "customer", "/api/audit/logs", "denied"),
+        (records[1].actor_id, "auditor", "/api/admin/users", "denied"),
+    ]
+    assert records[0].details == {"method": "GET", "allowed_roles": ["admin", "auditor"]}
+    assert records[1].details == {"method": "POST", "allowed_roles": ["admin"]}
+
+
 async def test_there_is_no_way_to_change_the_log_through_the_api(bank):
     headers = await bank.staff("admin")
     for method in ("POST", "PUT", "PATCH", "DELETE"):

@@ -170,14 +170,21 @@ async def test_a_done_job_set_back_to_queued_does_not_decide_twice(app, database
     assert len(await audit_records(database, "kyc.check")) == 1
 
 
-async def test_app_start_up_sweeps_jobs_left_by_a_crash(app, database):
-    registration = await register_without_kyc(app)
+async def test_the_running_app_sweeps_at_start_up_and_every_few_seconds(app, database):
+    left_by_crash = await register_without_kyc(app)
+
+    def active(customer_id: int):
+        async def check() -> bool:
+            return (await customer_row(database, customer_id)).status == "Active"
+
+        return check
+
     async with app.router.lifespan_context(app):
-
-        async def active() -> bool:
-            return (await customer_row(database, registration.customer.id)).status == "Active"
-
-        await wait_for(active, within=2.0)
+        await wait_for(active(left_by_crash.customer.id), within=2.0)
+        # Queued while the app runs, with nobody running it right away (job_sweep_seconds
+        # is 0.2 in the tests).
+        later = await register_without_kyc(app)
+        await wait_for(active(later.customer.id), within=2.0)
 
 
 async def test_concurrent_runners_run_a_job_exactly_once(app, database):

@@ -116,6 +116,7 @@ async def test_registration_keeps_secrets_protected_at_rest(bank, database, sett
         ("password", "short-pw"),
         ("password", "password1234"),
         ("date_of_birth", "17-05-1990"),
+        ("date_of_birth", "2999-01-01"),
         ("phone", "4155550123"),
         ("phone", "+0123456789"),
         ("national_id", "12-34-56"),
@@ -123,6 +124,7 @@ async def test_registration_keeps_secrets_protected_at_rest(bank, database, sett
         ("username", "ab"),
         ("username", "has space"),
         ("full_name", "X"),
+        ("full_name", "X" * 101),
         ("address", "abc"),
     ],
 )

@@ -60,17 +60,16 @@ class Outcome:
 
 async def claim(db: AsyncSession, idem: IdempotencyKey) -> Outcome | None:
     """Take the key inside the caller's transaction, or return the stored answer."""
-    insert = pg_insert if db.bind.dialect.name == "postgresql" else sqlite_insert
-    inserted = await db.execute(
-        insert(IdempotencyRecord)
-        .values(
-            user_id=idem.user_id,
-            key=idem.key,
-            request_hash=idem.request_hash,
-            response_status=IN_PROGRESS,
-            response_body={},
-        )
-        .on_conflict_do_nothing(index_elements=["user_id", "key"])
+    conn = await db.connection()
+    inserted = await conn.execute(
+        _CLAIM[conn.dialect.name],
+        {
+            "user_id": idem.user_id,
+            "key": idem.key,
+            "request_hash": idem.request_hash,
+            "response_status": IN_PROGRESS,
+            "response_body": {},
+        },
     )
     if inserted.rowcount == 1:
         return None

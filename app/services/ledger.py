@@ -199,14 +199,7 @@ def check_funds(account: Account, amount: int) -> None:
 
 async def outgoing_last_24h(db: AsyncSession, customer_id: int) -> int:
     since = datetime.now(UTC) - timedelta(hours=24)
-    total = await db.scalar(
-        select(func.coalesce(func.sum(Journal.amount), 0)).where(
-            Journal.customer_id == customer_id,
-            Journal.created_at > since,
-            Journal.kind.in_(OUTGOING),
-            Journal.status != JournalStatus.rejected,
-        )
-    )
+    total = await db.scalar(_OUTGOING_SINCE, {"customer_id": customer_id, "since": since})
     return int(total or 0)
 
 

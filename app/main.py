@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from app.db import Database
 from app.problems import EdgeMiddleware, install_error_handlers
-from app.routers import admin, auditor, customer, customer_banking, public
+from app.routers import admin, auditor, customer, public
 from app.security import Security
 from app.services import jobs
 from app.settings import Settings, load_settings
@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (
         public.router,
         customer.router,
-        customer_banking.router,
+        customer.banking,
         admin.router,
         auditor.router,
     ):

@@ -1,16 +1,31 @@
-"""Endpoints for customers (and staff reading a customer's profile)."""
+"""Endpoints for customers: their profile (which staff may also read), accounts, money
+movement, history and statements."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import JSONResponse, Response
 
-from app.deps import CurrentCustomer, CurrentUser, DbSession
+from app.deps import CurrentCustomer, CurrentUser, DbSession, SettingsDep
 from app.errors import CustomerNotFound
-from app.schemas.common import problem_responses
+from app.routing import DecimalRoute
+from app.schemas.common import Page, problem_responses
 from app.schemas.customer import CustomerOut, CustomerUpdate
-from app.services import customers
+from app.schemas.ledger import (
+    AccountOpen,
+    AccountOut,
+    DepositIn,
+    StatementOut,
+    TransactionOut,
+    TransferIn,
+    WithdrawalIn,
+)
+from app.services import accounts, customers, history, ledger, statements
+from app.services.idempotency import Outcome
+from app.services.pagination import decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/api/customers", tags=["customers"])
 
@@ -50,3 +65,264 @@ async def patch_me(
 async def get_customer(customer_id: str, principal: CurrentUser, db: DbSession) -> dict[str, Any]:
     profile = await customers.get_profile(db, principal=principal, customer_id=customer_id)
     return profile.as_dict()
+
+
+# Accounts, money movement, history and statements. JSON bodies are parsed with Decimal
+# (DecimalRoute), so an amount never passes through a float.
+banking = APIRouter(prefix="/api", tags=["accounts"], route_class=DecimalRoute)
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x20-\x7e]+$",
+        description="1-255 printable ASCII characters; a retry with the same key and "
+        "body returns the original answer instead of moving money again.",
+    ),
+]
+Limit = Annotated[int, Query(ge=1, le=500)]
+MONEY_ERRORS = problem_responses(401, 403, 404, 409, 422)
+
+
+def _outcome(outcome: Outcome) -> JSONResponse:
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+    return JSONResponse(outcome.body, status_code=outcome.status, headers=headers)
+
+
+@banking.post(
+    "/accounts",
+    status_code=201,
+    response_model=AccountOut,
+    summary="Open a savings or checking account",
+    responses=problem_responses(401, 403, 422),
+)
+async def open_account(
+    body: AccountOpen, principal: CurrentCustomer, db: DbSession, settings: SettingsDep
+) -> AccountOut:
+    account = await accounts.open_account(
+        db, principal=principal, type=body.type, currency=body.currency or settings.currency
+    )
+    return AccountOut.of(account)
+
+
+@banking.get(
+    "/accounts",
+    response_model=Page[AccountOut],
+    summary="My accounts",
+    responses=problem_responses(401, 403, 422),
+)
+async def list_accounts(
+    principal: CurrentCustomer, db: DbSession, limit: Limit = 50, cursor: str | None = None
+) -> Page[AccountOut]:
+    rows = await accounts.list_accounts(
+        db, principal=principal, after_id=decode_cursor(cursor), limit=limit + 1
+    )
+    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    return Page[AccountOut](items=[AccountOut.of(a) for a in rows[:limit]], next_cursor=next_cursor)
+
+
+@banking.get(
+    "/accounts/{account_number}",
+    response_model=AccountOut,
+    summary="One of my accounts",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def get_account(account_number: str, principal: CurrentCustomer, db: DbSession) -> AccountOut:
+    return AccountOut.of(await accounts.get_account(db, principal=principal, number=account_number))
+
+
+@banking.post(
+    "/accounts/{account_number}/close",
+    response_model=AccountOut,
+    summary="Close an account (only at zero balance)",
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def close_account(
+    account_number: str, principal: CurrentCustomer, db: DbSession
+) -> AccountOut:
+    return AccountOut.of(
+        await accounts.close_account(db, principal=principal, number=account_number)
+    )
+
+
+@banking.get(
+    "/accounts/{account_number}/statement",
+    response_model=StatementOut,
+    summary="Statement for a period as JSON, CSV or PDF",
+    responses={
+        **problem_responses(401, 403, 404, 422),
+        200: {"content": {"text/csv": {}, "application/pdf": {}}},
+    },
+)
+async def statement(
+    account_number: str,
+    principal: CurrentCustomer,
+    db: DbSession,
+    settings: SettingsDep,
+    from_: Annotated[
+        date | None,
+        Query(alias="from", description="First day (default: first of the month of `to`)"),
+    ] = None,
+    to: Annotated[date | None, Query(description="Last day, inclusive (default: today)")] = None,
+    format: Literal["json", "csv", "pdf"] = "json",
+) -> Any:
+    result = await statements.build(
+        db,
+        principal=principal,
+        account_number=account_number,
+        since=from_,
+        until=to,
+        bank_name=settings.bank_name,
+    )
+    name = f"statement-{result.account_number}-{result.period_from}-{result.period_to}"
+    if format == "csv":
+        return Response(
+            statements.render_csv(result),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+        )
+    if format == "pdf":
+        return Response(
+            await statements.render_pdf(result),
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'attachment; filename="{name}.pdf"'},
+        )
+    return result.as_dict()
+
+
+@banking.post(
+    "/transactions/deposit",
+    status_code=201,
+    response_model=TransactionOut,
+    tags=["transactions"],
+    summary="Deposit into one of my accounts",
+    responses=MONEY_ERRORS,
+)
+async def deposit(
+    body: DepositIn,
+    principal: CurrentCustomer,
+    db: DbSession,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Any:
+    return _outcome(
+        await ledger.deposit(
+            db,
+            settings,
+            principal=principal,
+            account_number=body.account_number,
+            amount=body.amount,
+            description=body.description,
+            idempotency_key=idempotency_key,
+        )
+    )
+
+
+@banking.post(
+    "/transactions/withdrawal",
+    status_code=201,
+    response_model=TransactionOut,
+    tags=["transactions"],
+    summary="Withdraw from one of my accounts",
+    responses=MONEY_ERRORS,
+)
+async def withdrawal(
+    body: WithdrawalIn,
+    principal: CurrentCustomer,
+    db: DbSession,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Any:
+    return _outcome(
+        await ledger.withdraw(
+            db,
+            settings,
+            principal=principal,
+            account_number=body.account_number,
+            amount=body.amount,
+            description=body.description,
+            idempotency_key=idempotency_key,
+        )
+    )
+
+
+@banking.post(
+    "/transactions/transfer",
+    status_code=201,
+    response_model=TransactionOut,
+    tags=["transactions"],
+    summary="Transfer to any account in the same currency",
+    responses=MONEY_ERRORS,
+)
+async def transfer(
+    body: TransferIn,
+    principal: CurrentCustomer,
+    db: DbSession,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Any:
+    return _outcome(
+        await ledger.transfer(
+            db,
+            settings,
+            principal=principal,
+            from_account=body.from_account,
+            to_account=body.to_account,
+            amount=body.amount,
+            description=body.description,
+            idempotency_key=idempotency_key,
+        )
+    )
+
+
+def _day(value: date | None, *, next_day: bool = False) -> datetime | None:
+    if value is None:
+        return None
+    start = datetime.combine(value, time.min, tzinfo=UTC)
+    return start + timedelta(days=1) if next_day else start
+
+
+@banking.get(
+    "/transactions",
+    response_model=Page[TransactionOut],
+    tags=["transactions"],
+    summary="My transactions, newest first",
+    responses=problem_responses(401, 403, 422),
+)
+async def list_transactions(
+    principal: CurrentCustomer,
+    db: DbSession,
+    account_number: str | None = None,
+    from_: Annotated[date | None, Query(alias="from")] = None,
+    to: Annotated[date | None, Query(description="Inclusive end date")] = None,
+    limit: Limit = 50,
+    cursor: str | None = None,
+) -> Page[TransactionOut]:
+    items = await history.list_transactions(
+        db,
+        principal=principal,
+        account_number=account_number,
+        since=_day(from_),
+        until=_day(to, next_day=True),
+        before_id=decode_cursor(cursor),
+        limit=limit + 1,
+    )
+    next_cursor = (
+        encode_cursor(int(items[limit - 1]["transaction_id"])) if len(items) > limit else None
+    )
+    return Page[TransactionOut](
+        items=[TransactionOut(**i) for i in items[:limit]], next_cursor=next_cursor
+    )
+
+
+@banking.get(
+    "/transactions/{transaction_id}",
+    response_model=TransactionOut,
+    tags=["transactions"],
+    summary="One of my transactions",
+    responses=problem_responses(401, 403, 404),
+)
+async def get_transaction(transaction_id: str, principal: CurrentCustomer, db: DbSession) -> Any:
+    return await history.get_transaction(db, principal=principal, transaction_id=transaction_id)

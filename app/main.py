@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from app.db import Database
 from app.problems import EdgeMiddleware, install_error_handlers
@@ -45,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.database = database
     app.state.security = Security(settings)
     install_error_handlers(app)
+    app.openapi = lambda: _openapi_with_flat_forms(app)  # type: ignore[method-assign]
     for router in (
         public.router,
         customer.router,
@@ -62,3 +65,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     logging.getLogger("app").setLevel(logging.INFO)
     return app
+
+
+def _openapi_with_flat_forms(app: FastAPI) -> dict[str, Any]:
+    """FastAPI describes a form model plus file parts as `allOf: [model]` + the files.
+    Swagger UI and Postman render a multipart form best from plain `properties`, so the
+    referenced model's fields are merged in (same content, simpler shape)."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, summary=app.summary, routes=app.routes
+    )
+    components = schema.get("components", {}).get("schemas", {})
+    for body in components.values():
+        parts = body.pop("allOf", None)
+        if not parts:
+            continue
+        for part in parts:
+            model = components[part["$ref"].rsplit("/", 1)[-1]]
+            body["properties"] = {**model.get("properties", {}), **body.get("properties", {})}
+            body["required"] = [*model.get("required", []), *body.get("required", [])]
+    app.openapi_schema = schema
+    return schema

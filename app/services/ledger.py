@@ -239,8 +239,6 @@ async def _finish(
     return await idempotency.complete(db, idem, Outcome(201, view))
 
 
-@queued
-@retry_on_conflict
 async def deposit(
     db: AsyncSession,
     settings: Settings,
@@ -251,42 +249,19 @@ async def deposit(
     description: str | None,
     idempotency_key: str | None,
 ) -> Outcome:
-    number = accounts.parse_number(account_number, field="account_number")
-    check_amount(settings, amount)
-    idem = IdempotencyKey.of(
-        principal.user_id,
-        idempotency_key,
-        "deposit",
-        {"account_number": number, "amount": amount, "description": description},
+    """Cash in: the caller's account is credited against the bank's cash account."""
+    return await _cash_movement(
+        db,
+        settings,
+        JournalKind.deposit,
+        principal=principal,
+        account_number=account_number,
+        amount=amount,
+        description=description,
+        idempotency_key=idempotency_key,
     )
-    async with audit.denials_recorded(db, actor=Actor.of(principal), action="transaction.deposit"):
-        async with unit_of_work(db):
-            if idem and (replay := await idempotency.claim(db, idem)):
-                return replay
-            await accounts.lock_customer(db, principal)
-            account = (await accounts.lock_accounts(db, [number])).get(number)
-            account = accounts.owned(account, principal, number, "account_number")
-            accounts.check_active(account, "account_number")
-            cash = await accounts.internal_account(db, CASH, account.currency)
-            journal, balances = await post_journal(
-                db,
-                kind=JournalKind.deposit,
-                amount=amount,
-                currency=account.currency,
-                lines=[(account, amount), (cash, -amount)],
-                description=description,
-                customer_id=principal.customer_id,
-                initiated_by=principal.user_id,
-                to_account=account,
-            )
-            view = transaction_view(
-                journal, from_number=None, to_number=number, balance_after=balances[account.id]
-            )
-            return await _finish(db, principal, idem, journal, view)
 
 
-@queued
-@retry_on_conflict
 async def withdraw(
     db: AsyncSession,
     settings: Settings,
@@ -297,16 +272,43 @@ async def withdraw(
     description: str | None,
     idempotency_key: str | None,
 ) -> Outcome:
+    """Cash out: funds and the daily limit are checked under the account's lock."""
+    return await _cash_movement(
+        db,
+        settings,
+        JournalKind.withdrawal,
+        principal=principal,
+        account_number=account_number,
+        amount=amount,
+        description=description,
+        idempotency_key=idempotency_key,
+    )
+
+
+@queued
+@retry_on_conflict
+async def _cash_movement(
+    db: AsyncSession,
+    settings: Settings,
+    kind: JournalKind,
+    *,
+    principal: Principal,
+    account_number: str,
+    amount: int,
+    description: str | None,
+    idempotency_key: str | None,
+) -> Outcome:
+    outgoing = kind == JournalKind.withdrawal
     number = accounts.parse_number(account_number, field="account_number")
     check_amount(settings, amount)
     idem = IdempotencyKey.of(
         principal.user_id,
         idempotency_key,
-        "withdrawal",
+        kind,
         {"account_number": number, "amount": amount, "description": description},
     )
     async with (
-        audit.denials_recorded(db, actor=Actor.of(principal), action="transaction.withdrawal"),
+        audit.denials_recorded(db, actor=Actor.of(principal), action=f"transaction.{kind}"),
         unit_of_work(db),
     ):
         if idem and (replay := await idempotency.claim(db, idem)):
@@ -315,22 +317,28 @@ async def withdraw(
         account = (await accounts.lock_accounts(db, [number])).get(number)
         account = accounts.owned(account, principal, number, "account_number")
         accounts.check_active(account, "account_number")
-        check_funds(account, amount)
-        await check_daily_limit(db, settings, customer.id, amount)
+        if outgoing:
+            check_funds(account, amount)
+            await check_daily_limit(db, settings, customer.id, amount)
         cash = await accounts.internal_account(db, CASH, account.currency)
+        delta = -amount if outgoing else amount
         journal, balances = await post_journal(
             db,
-            kind=JournalKind.withdrawal,
+            kind=kind,
             amount=amount,
             currency=account.currency,
-            lines=[(account, -amount), (cash, amount)],
+            lines=[(account, delta), (cash, -delta)],
             description=description,
             customer_id=customer.id,
             initiated_by=principal.user_id,
-            from_account=account,
+            from_account=account if outgoing else None,
+            to_account=None if outgoing else account,
         )
         view = transaction_view(
-            journal, from_number=number, to_number=None, balance_after=balances[account.id]
+            journal,
+            from_number=number if outgoing else None,
+            to_number=None if outgoing else number,
+            balance_after=balances[account.id],
         )
         return await _finish(db, principal, idem, journal, view)
 

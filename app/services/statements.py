@@ -11,7 +11,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import anyio
-from fpdf import FPDF
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -174,6 +173,10 @@ def _latin1(text: str | None) -> str:
 
 
 def _render_pdf(statement: Statement) -> bytes:
+    # Imported here: fpdf2 takes most of a second to import, which every worker would pay
+    # at start-up for a feature most requests never use.
+    from fpdf import FPDF
+
     data = statement.as_dict()
     pdf = FPDF(orientation="P", unit="mm", format="A4")
     pdf.set_title(f"Statement {statement.account_number}")

@@ -55,11 +55,12 @@ class Database:
         self.is_sqlite = settings.is_sqlite
         self.engine: AsyncEngine = _create_engine(settings)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
-        # In one process, writers wait their turn on an asyncio lock rather than inside
-        # SQLite's busy handler (which polls with sleeps); across processes the busy
-        # timeout still does the queueing.
-        self.write_lock = asyncio.Lock() if self.is_sqlite else None
+        # SQLite: writers of this process queue in the group commit, other processes on
+        # the writer file lock. PostgreSQL: at most pool-size money movements of this
+        # process hold a connection at once; a burst waits here instead of timing out in
+        # the pool's checkout (30 s, then a 500).
         self.group_commit = GroupCommit(self) if self.is_sqlite else None
+        self.admission = None if self.is_sqlite else asyncio.Semaphore(settings.db_pool_size)
         self.writer_file_lock = (
             WriterFileLock(Path(_sqlite_path(settings.db_url) + ".writer-lock"))
             if self.is_sqlite and _sqlite_path(settings.db_url) != ":memory:"
@@ -238,12 +239,11 @@ async def unit_of_work(db: AsyncSession) -> AsyncIterator[AsyncSession]:
     """One write transaction: everything inside commits together or not at all."""
     await end_reads(db)
     database = database_of(db)
-    if database.write_lock is None:
+    if database.group_commit is None:
         async with db.begin():
             await db.connection(execution_options={WRITE_OPTION: True})
             yield db
         return
-    assert database.group_commit is not None
     async with database.group_commit.unit(db):
         yield db
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -13,7 +13,7 @@ from fastapi.responses import Response
 
 from app.deps import AuditReader, DbSession
 from app.schemas.audit import AuditRecordOut, ChainVerificationOut
-from app.schemas.common import Page, problem_responses
+from app.schemas.common import Page, day_start, problem_responses
 from app.schemas.ledger import LedgerReportOut
 from app.services import audit, reconciliation
 from app.services.pagination import decode_cursor, encode_cursor
@@ -32,13 +32,6 @@ def _csv_cell(value: object) -> object:
     if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
         return "'" + value
     return value
-
-
-def _day_start(value: date | None, *, next_day: bool = False) -> datetime | None:
-    if value is None:
-        return None
-    start = datetime.combine(value, time.min, tzinfo=UTC)
-    return start + timedelta(days=1) if next_day else start
 
 
 @router.get(
@@ -61,7 +54,7 @@ async def logs(
     cursor: str | None = None,
 ) -> object:
     filters = audit.LogFilter(
-        actor, action, entity_type, entity_id, _day_start(from_), _day_start(to, next_day=True)
+        actor, action, entity_type, entity_id, day_start(from_), day_start(to, next_day=True)
     )
     records = await audit.list_records(
         db, filters=filters, after_seq=decode_cursor(cursor), limit=limit + 1

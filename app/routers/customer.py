@@ -3,7 +3,7 @@ movement, history and statements."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query
@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from app.deps import CurrentCustomer, CurrentUser, DbSession, SettingsDep
 from app.errors import CustomerNotFound
 from app.routing import DecimalRoute
-from app.schemas.common import Page, problem_responses
+from app.schemas.common import Page, day_start, problem_responses
 from app.schemas.customer import CustomerOut, CustomerUpdate
 from app.schemas.ledger import (
     AccountOpen,
@@ -277,13 +277,6 @@ async def transfer(
     )
 
 
-def _day(value: date | None, *, next_day: bool = False) -> datetime | None:
-    if value is None:
-        return None
-    start = datetime.combine(value, time.min, tzinfo=UTC)
-    return start + timedelta(days=1) if next_day else start
-
-
 @banking.get(
     "/transactions",
     response_model=Page[TransactionOut],
@@ -304,8 +297,8 @@ async def list_transactions(
         db,
         principal=principal,
         account_number=account_number,
-        since=_day(from_),
-        until=_day(to, next_day=True),
+        since=day_start(from_),
+        until=day_start(to, next_day=True),
         before_id=decode_cursor(cursor),
         limit=limit + 1,
     )

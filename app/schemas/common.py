@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
@@ -13,6 +13,15 @@ def _iso_utc(value: datetime) -> str:
 
 
 UtcDateTime = Annotated[datetime, PlainSerializer(_iso_utc, return_type=str)]
+
+
+def day_start(value: date | None, *, next_day: bool = False) -> datetime | None:
+    """A `YYYY-MM-DD` query filter as the UTC instant its day starts (or the next day
+    starts, for an inclusive `to`)."""
+    if value is None:
+        return None
+    start = datetime.combine(value, time.min, tzinfo=UTC)
+    return start + timedelta(days=1) if next_day else start
 
 
 class Schema(BaseModel):

@@ -166,38 +166,12 @@ async def verify_chain(db: AsyncSession, batch: int = 5000) -> ChainReport:
         rows = (await conn.execute(_CHAIN_PAGE, {"after": after, "batch": batch})).all()
         if not rows:
             return ChainReport(True, checked, None)
-        for (
-            seq,
-            at,
-            actor_id,
-            actor_role,
-            action,
-            entity_type,
-            entity_id,
-            outcome,
-            ip,
-            request_id,
-            details,
-            prev_hash,
-            stored_hash,
-        ) in rows:
+        for row in rows:
+            fields = row._asdict()
+            stored_hash = fields.pop("hash")
             checked += 1
-            computed = compute_hash(
-                seq=seq,
-                at=at,
-                actor_id=actor_id,
-                actor_role=actor_role,
-                action=action,
-                entity_type=entity_type,
-                entity_id=entity_id,
-                outcome=outcome,
-                ip=ip,
-                request_id=request_id,
-                details=details,
-                prev_hash=prev_hash,
-            )
-            if prev_hash != prev or computed != stored_hash:
-                return ChainReport(False, checked, seq)
+            if fields["prev_hash"] != prev or compute_hash(**fields) != stored_hash:
+                return ChainReport(False, checked, fields["seq"])
             prev = stored_hash
         after = rows[-1][0]
 

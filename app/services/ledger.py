@@ -9,19 +9,17 @@ accounts table's CHECK refuses a negative available balance as the last guard.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
-from weakref import WeakKeyDictionary
 
 from sqlalchemy import BigInteger, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app.db import Database, database_of, retry_on_conflict, unit_of_work
+from app.db import database_of, retry_on_conflict, unit_of_work
 from app.errors import (
     AmountTooLarge,
     CurrencyMismatch,
@@ -70,22 +68,17 @@ JOURNAL_COLUMNS = (
 )
 
 T = TypeVar("T")
-_admission: WeakKeyDictionary[Database, asyncio.Semaphore] = WeakKeyDictionary()
 
 
 def queued(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-    """At most `db_pool_size` movements of this process hold a pooled connection at once;
-    a burst beyond that waits its turn here instead of timing out in the pool's checkout
-    (30 s, then a 500). SQLite writers already queue on the database's write lock."""
+    """Take the database's admission slot (PostgreSQL) for the whole movement, retries
+    included; SQLite writers queue in the group commit instead."""
 
     @functools.wraps(fn)
     async def wrapper(db: AsyncSession, *args: Any, **kwargs: Any) -> T:
-        database = database_of(db)
-        if database.write_lock is not None:
-            return await fn(db, *args, **kwargs)
-        gate = _admission.get(database)
+        gate = database_of(db).admission
         if gate is None:
-            gate = _admission[database] = asyncio.Semaphore(database.settings.db_pool_size)
+            return await fn(db, *args, **kwargs)
         async with gate:
             return await fn(db, *args, **kwargs)
 

@@ -22,11 +22,13 @@ import random
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import aiosqlite
 import anyio
+import orjson
 from sqlalchemy import event, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
@@ -234,6 +236,110 @@ def database_of(db: AsyncSession) -> Database:
     return db.info["database"]
 
 
+class Sql:
+    """One prebuilt statement for the hot path, written once with `?` placeholders;
+    PostgreSQL's text numbers them ($1, $2, …) unless given explicitly."""
+
+    __slots__ = ("postgresql", "sqlite")
+
+    def __init__(self, sqlite: str, postgresql: str | None = None) -> None:
+        self.sqlite = sqlite
+        if postgresql is None:
+            head, *rest = sqlite.split("?")
+            postgresql = head + "".join(f"${n}{part}" for n, part in enumerate(rest, 1))
+        self.postgresql = postgresql
+
+
+class Driver:
+    """The unit of work's own driver connection, for the few statements every money
+    movement runs (sqlite3 cursor / asyncpg, prebuilt SQL, plain tuples back).
+
+    Same connection and transaction as the session: through SQLAlchemy each statement
+    cost 0.3-0.9 ms of Python on this machine, directly 10-50 microseconds (SQLite) or
+    one network round trip (PostgreSQL). Only services use it, only inside a unit of
+    work, and only for statements whose SQL is spelled out next to them."""
+
+    is_sqlite: bool
+
+    async def begin(self) -> None:
+        """Make sure the transaction has started (SQLite: the unit of work began it)."""
+
+    async def one(self, sql: Sql, *args: Any) -> Any: ...
+    async def all(self, sql: Sql, *args: Any) -> list[Any]: ...
+
+    def timestamp(self, value: datetime) -> Any:
+        """A UTC datetime as the engine stores it (the format SQLAlchemy uses)."""
+        return value
+
+    def json(self, value: Any) -> Any:
+        """A JSON column's value as read (the asyncpg codec SQLAlchemy installs already
+        decodes it; sqlite3 returns the text)."""
+        return value
+
+
+class _SQLiteDriver(Driver):
+    is_sqlite = True
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    async def one(self, sql: Sql, *args: Any) -> Any:
+        return self._connection.execute(sql.sqlite, args).fetchone()
+
+    async def all(self, sql: Sql, *args: Any) -> list[Any]:
+        return self._connection.execute(sql.sqlite, args).fetchall()
+
+    def execute_plain(self, statement: str) -> None:
+        self._connection.execute(statement)
+
+    def timestamp(self, value: datetime) -> Any:
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    def json(self, value: Any) -> Any:
+        return orjson.loads(value)
+
+
+class _PostgresDriver(Driver):
+    is_sqlite = False
+
+    def __init__(self, adapted: Any) -> None:
+        self._adapted = adapted  # SQLAlchemy's asyncpg adapter: it tracks the transaction
+        self._connection = adapted.driver_connection
+
+    async def begin(self) -> None:
+        # SQLAlchemy's adapter sends BEGIN lazily, with its first statement; a unit of
+        # work whose first statement goes through here must start it the same way.
+        if self._adapted._transaction is None:
+            await self._adapted._start_transaction()
+
+    async def one(self, sql: Sql, *args: Any) -> Any:
+        return await self._connection.fetchrow(sql.postgresql, *args)
+
+    async def all(self, sql: Sql, *args: Any) -> list[Any]:
+        return await self._connection.fetch(sql.postgresql, *args)
+
+
+_DRIVER_KEY = "bank_driver"
+
+
+async def driver(db: AsyncSession) -> Driver:
+    """The `Driver` of the session's current transaction (opened if need be)."""
+    return await _driver_of(await db.connection())
+
+
+async def _driver_of(connection: AsyncConnection) -> Driver:
+    found = connection.info.get(_DRIVER_KEY)
+    if found is None:
+        raw = await connection.get_raw_connection()
+        if connection.dialect.name == "sqlite":
+            found = _SQLiteDriver(raw.driver_connection._connection)
+        else:
+            found = _PostgresDriver(raw.dbapi_connection)
+        connection.info[_DRIVER_KEY] = found
+    await found.begin()
+    return found
+
+
 @asynccontextmanager
 async def unit_of_work(db: AsyncSession) -> AsyncIterator[AsyncSession]:
     """One write transaction: everything inside commits together or not at all."""
@@ -246,6 +352,23 @@ async def unit_of_work(db: AsyncSession) -> AsyncIterator[AsyncSession]:
         return
     async with database.group_commit.unit(db):
         yield db
+
+
+@asynccontextmanager
+async def movement(db: AsyncSession) -> AsyncIterator[Driver]:
+    """The money path's unit of work: one write transaction, all or nothing, like
+    `unit_of_work`, but driven only through the `Driver` (no ORM state to flush, no
+    session savepoint): on SQLite a savepoint of the group commit's batch, on PostgreSQL
+    a pooled connection of its own."""
+    await end_reads(db)
+    database = database_of(db)
+    if database.group_commit is not None:
+        async with database.group_commit.unit(None) as sql:
+            assert sql is not None
+            yield sql
+        return
+    async with database.engine.connect() as connection, connection.begin():
+        yield await _driver_of(connection)
 
 
 class GroupCommit:
@@ -315,7 +438,9 @@ class GroupCommit:
         return self._waiting == 0 or self._units >= self.MAX_UNITS
 
     @asynccontextmanager
-    async def unit(self, db: AsyncSession) -> AsyncIterator[None]:
+    async def unit(self, db: AsyncSession | None) -> AsyncIterator[Driver | None]:
+        """A savepoint in the batch: the session's (`unit_of_work`), or with no session
+        one made directly on the driver connection (`movement`), which yields it."""
         self._waiting += 1
         try:
             await self._slot.acquire()
@@ -327,16 +452,14 @@ class GroupCommit:
                 await self._open()
             assert self._connection is not None
             committed = self._committed
-            session = db.sync_session
-            db.bind = self._connection  # SQLAlchemy 2.1: also rebinds the sync session
-            session.join_transaction_mode = "create_savepoint"
-            try:
-                async with db.begin():
-                    yield
+            if db is None:
+                async with self._driver_savepoint() as sql:
+                    yield sql
                 self._units += 1
-            finally:
-                db.bind = self.database.engine
-                session.join_transaction_mode = "conservative_savepoint"
+            else:
+                async with self._session_savepoint(db):
+                    yield None
+                self._units += 1
         finally:
             if self._connection is not None and await self._batch_is_complete():
                 await self._close()
@@ -344,17 +467,45 @@ class GroupCommit:
         if committed is not None:
             await asyncio.shield(committed)
 
+    @asynccontextmanager
+    async def _session_savepoint(self, db: AsyncSession) -> AsyncIterator[None]:
+        session = db.sync_session
+        db.bind = self._connection  # SQLAlchemy 2.1: also rebinds the sync session
+        session.join_transaction_mode = "create_savepoint"
+        try:
+            async with db.begin():
+                yield
+        finally:
+            db.bind = self.database.engine
+            session.join_transaction_mode = "conservative_savepoint"
+
+    @asynccontextmanager
+    async def _driver_savepoint(self) -> AsyncIterator[Driver]:
+        assert self._connection is not None
+        sql = await _driver_of(self._connection)
+        assert isinstance(sql, _SQLiteDriver)
+        sql.execute_plain("SAVEPOINT movement")
+        try:
+            yield sql
+        except BaseException:
+            sql.execute_plain("ROLLBACK TO movement")
+            sql.execute_plain("RELEASE movement")
+            raise
+        sql.execute_plain("RELEASE movement")
+
 
 def is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError) and "database is locked" in str(exc):
+    """A conflict the database resolved by aborting this transaction: raised through
+    SQLAlchemy (wrapped) or by the driver itself on the hot path (`Driver`)."""
+    if isinstance(exc, OperationalError | sqlite3.OperationalError) and "database is locked" in str(
+        exc
+    ):
         return True
-    if isinstance(exc, DBAPIError):
-        orig = getattr(exc, "orig", None)
-        code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-        if code is None and orig is not None:
-            code = getattr(getattr(orig, "__cause__", None), "sqlstate", None)
-        return code in RETRYABLE_PG_CODES
-    return False
+    orig = getattr(exc, "orig", None) if isinstance(exc, DBAPIError) else exc
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if code is None and orig is not None:
+        code = getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+    return code in RETRYABLE_PG_CODES
 
 
 def retry_on_conflict(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
@@ -365,7 +516,7 @@ def retry_on_conflict(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 return await fn(*args, **kwargs)
-            except DBAPIError as exc:
+            except Exception as exc:
                 if attempt == MAX_ATTEMPTS or not is_retryable(exc):
                     raise
                 log.info("retrying %s after conflict (attempt %d)", fn.__name__, attempt)

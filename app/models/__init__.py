@@ -13,6 +13,7 @@ from app.models.ledger import (
     Journal,
     JournalKind,
     JournalStatus,
+    OutgoingMinute,
 )
 from app.models.user import LoginThrottle, RefreshToken, Role, User
 
@@ -33,6 +34,7 @@ __all__ = [
     "KycDocument",
     "KycStatus",
     "LoginThrottle",
+    "OutgoingMinute",
     "RefreshToken",
     "Role",
     "User",

@@ -127,6 +127,21 @@ class Entry(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class OutgoingMinute(Base):
+    """A customer's outgoing movements summed per minute (withdrawals and transfers, not
+    rejected ones), written with each journal by `post_journal`. The rolling daily limit
+    adds up at most 1,440 of these plus the journals of the window's first minute, so its
+    cost does not grow with the customer's activity. A journal that is later rejected must
+    take its amount out of its minute."""
+
+    __tablename__ = "outgoing_minutes"
+
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), primary_key=True)
+    minute: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    """Whole minutes since the Unix epoch, UTC."""
+    amount: Mapped[int] = mapped_column(BigInteger)
+
+
 class IdempotencyRecord(Base):
     """A completed request and its response, stored in the same transaction as the money
     movement it made, so a replay after a crash still returns the original answer."""

@@ -3,15 +3,18 @@ money movement takes (in id order, so two movements never deadlock)."""
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import retry_on_conflict, unit_of_work
+from app.db import Driver, Sql, retry_on_conflict, unit_of_work
 from app.errors import (
     AccountNotActive,
     AccountNotFound,
@@ -68,14 +71,14 @@ def parse_number(raw: str, *, field: str) -> str:
     return number
 
 
-def check_can_transact(customer: Customer | None) -> Customer:
-    if customer is None:
+def check_can_transact(status: str | None) -> None:
+    """`status` is the caller's customer status, None if the caller is not a customer."""
+    if status is None:
         raise CustomerNotFound("The caller is not a customer.")
-    if customer.status == CustomerStatus.suspended:
+    if status == CustomerStatus.suspended:
         raise CustomerSuspended("The customer is suspended and cannot move money.")
-    if customer.status != CustomerStatus.active:
-        raise KycRequired(f"The customer's status is {customer.status!r}; KYC must be approved.")
-    return customer
+    if status != CustomerStatus.active:
+        raise KycRequired(f"The customer's status is {status!r}; KYC must be approved.")
 
 
 # Built once: the money path runs these on every request.
@@ -98,7 +101,9 @@ async def lock_customer(db: AsyncSession, principal: Principal) -> Customer:
     """The caller's customer row, locked: serialises one customer's outgoing movements so
     the daily limit cannot be overrun by concurrent requests."""
     customer = await db.scalar(_LOCK_CUSTOMER, {"customer_id": principal.customer_id})
-    return check_can_transact(customer)
+    check_can_transact(customer.status if customer else None)
+    assert customer is not None
+    return customer
 
 
 async def lock_accounts(db: AsyncSession, numbers: Iterable[str]) -> dict[str, Account]:
@@ -107,7 +112,59 @@ async def lock_accounts(db: AsyncSession, numbers: Iterable[str]) -> dict[str, A
     return {account.number: account for account in rows}
 
 
-def owned(account: Account | None, principal: Principal, number: str, field: str) -> Account:
+# The money path's versions of the two locks above: same rows, same order, driver SQL.
+ACCOUNT_COLUMNS = "id, number, customer_id, kind, currency, balance, held, status"
+_LOCK_CUSTOMER_SQL = Sql(
+    "SELECT status FROM customers WHERE id = ?",
+    "SELECT status FROM customers WHERE id = $1 FOR UPDATE",
+)
+
+
+@dataclass(slots=True)
+class LockedAccount:
+    """An account row as the money path reads it under its lock."""
+
+    id: int
+    number: str
+    customer_id: int | None
+    kind: str
+    currency: str
+    balance: int
+    held: int
+    status: str
+
+    @property
+    def available_balance(self) -> int:
+        return self.balance - self.held
+
+
+@functools.cache
+def _lock_accounts_sql(count: int) -> Sql:
+    marks = ", ".join("?" * count)
+    # Placeholders only: the numbers travel as parameters.
+    query = f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE number IN ({marks}) ORDER BY id"  # noqa: S608
+    sql = Sql(query)
+    return Sql(query, sql.postgresql + " FOR UPDATE")
+
+
+async def lock_customer_for_movement(sql: Driver, principal: Principal) -> int:
+    """`lock_customer` on the driver connection; returns the customer id."""
+    row = await sql.one(_LOCK_CUSTOMER_SQL, principal.customer_id)
+    check_can_transact(row[0] if row else None)
+    assert principal.customer_id is not None
+    return principal.customer_id
+
+
+async def lock_accounts_for_movement(sql: Driver, numbers: list[str]) -> dict[str, LockedAccount]:
+    """`lock_accounts` on the driver connection."""
+    rows = await sql.all(_lock_accounts_sql(len(numbers)), *numbers)
+    return {row[1]: LockedAccount(*row) for row in rows}
+
+
+A = TypeVar("A", Account, LockedAccount)
+
+
+def owned(account: A | None, principal: Principal, number: str, field: str) -> A:
     """The caller's account, or the same 404 whether it is missing or someone else's."""
     if account is None:
         raise AccountNotFound(f"No account {number}.", field=field)
@@ -116,7 +173,7 @@ def owned(account: Account | None, principal: Principal, number: str, field: str
     return account
 
 
-def check_active(account: Account, field: str) -> None:
+def check_active(account: Account | LockedAccount, field: str) -> None:
     if account.status != AccountStatus.active:
         raise AccountNotActive(f"Account {account.number} is {account.status}.", field=field)
 

@@ -18,18 +18,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, insert, select, text
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import Driver, Sql, driver
 from app.errors import BankError
 from app.models import AuditRecord
 from app.problems import client_ip_var, request_id_var
 from app.security import Principal
 
 GENESIS = "0" * 64
-_CHAIN_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
-_TAIL = select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)
-_APPEND = insert(AuditRecord)
 AUDIT_CHAIN_LOCK = 0x4155444954  # "AUDIT"; pg_advisory_xact_lock key
 
 
@@ -96,19 +94,48 @@ async def record(
     entity_id: str | int | None = None,
     outcome: str = "success",
     details: dict[str, Any] | None = None,
-) -> AuditRecord:
+) -> None:
     """Append one record. Must be called inside the caller's unit of work."""
-    conn = await db.connection()
-    if conn.dialect.name == "postgresql":
-        await conn.execute(_CHAIN_LOCK, {"k": AUDIT_CHAIN_LOCK})
-    tail = (await conn.execute(_TAIL)).first()
+    await append(
+        await driver(db),
+        actor=actor,
+        action=action,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        outcome=outcome,
+        details=details,
+    )
+
+
+_CHAIN_LOCK = Sql("SELECT 1", "SELECT pg_advisory_xact_lock($1)")
+_TAIL = Sql("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+_APPEND = Sql(
+    "INSERT INTO audit_log (seq, at, actor_id, actor_role, action, entity_type, entity_id,"
+    " outcome, ip, request_id, details, prev_hash, hash)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+async def append(
+    sql: Driver,
+    *,
+    actor: Actor,
+    action: str,
+    entity_type: str | None = None,
+    entity_id: str | int | None = None,
+    outcome: str = "success",
+    details: dict[str, Any] | None = None,
+) -> None:
+    """`record` on the unit of work's driver connection (the money path's form)."""
+    if not sql.is_sqlite:
+        await sql.one(_CHAIN_LOCK, AUDIT_CHAIN_LOCK)
+    tail = await sql.one(_TAIL)
     seq, prev_hash = (tail[0] + 1, tail[1]) if tail else (1, GENESIS)
-    # Round-trip details through JSON now so the hash covers exactly what is stored.
-    clean_details = orjson.loads(orjson.dumps(details or {}, default=str))
-    at = datetime.now(UTC)
+    # Serialise details once: the hash covers exactly the JSON that is stored.
+    stored_details = orjson.dumps(details or {}, default=str)
     fields: dict[str, Any] = {
         "seq": seq,
-        "at": at,
+        "at": datetime.now(UTC),
         "actor_id": actor.id,
         "actor_role": actor.role,
         "action": action,
@@ -117,12 +144,14 @@ async def record(
         "outcome": outcome,
         "ip": client_ip_var.get(),
         "request_id": request_id_var.get(),
-        "details": clean_details,
+        "details": orjson.loads(stored_details),
         "prev_hash": prev_hash,
     }
     fields["hash"] = compute_hash(**fields)
-    await conn.execute(_APPEND, fields)
-    return AuditRecord(**fields)
+    values = list(fields.values())
+    values[1] = sql.timestamp(fields["at"])
+    values[10] = stored_details.decode()
+    await sql.one(_APPEND, *values)
 
 
 @dataclass

@@ -12,24 +12,27 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import Driver, Sql
 from app.errors import IdempotencyInProgress, IdempotencyKeyReused
-from app.models import IdempotencyRecord
 
 IN_PROGRESS = 0
-_CLAIM = {
-    name: insert(IdempotencyRecord).on_conflict_do_nothing(index_elements=["user_id", "key"])
-    for name, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
-}
-_COMPLETE = update(IdempotencyRecord).where(
-    IdempotencyRecord.user_id == bindparam("uid"), IdempotencyRecord.key == bindparam("k")
+_CLAIM = Sql(
+    "INSERT INTO idempotency_keys"
+    " (user_id, key, request_hash, response_status, response_body, created_at)"
+    " VALUES (?, ?, ?, 0, '{}', ?) ON CONFLICT (user_id, key) DO NOTHING RETURNING 1"
+)
+_STORED = Sql(
+    "SELECT request_hash, response_status, response_body FROM idempotency_keys"
+    " WHERE user_id = ? AND key = ?"
+)
+_COMPLETE = Sql(
+    "UPDATE idempotency_keys SET response_status = ?, response_body = ?"
+    " WHERE user_id = ? AND key = ?"
 )
 
 
@@ -58,50 +61,24 @@ class Outcome:
     replayed: bool = False
 
 
-async def claim(db: AsyncSession, idem: IdempotencyKey) -> Outcome | None:
+async def claim(sql: Driver, idem: IdempotencyKey) -> Outcome | None:
     """Take the key inside the caller's transaction, or return the stored answer."""
-    conn = await db.connection()
-    inserted = await conn.execute(
-        _CLAIM[conn.dialect.name],
-        {
-            "user_id": idem.user_id,
-            "key": idem.key,
-            "request_hash": idem.request_hash,
-            "response_status": IN_PROGRESS,
-            "response_body": {},
-        },
-    )
-    if inserted.rowcount == 1:
+    now = sql.timestamp(datetime.now(UTC))
+    if await sql.one(_CLAIM, idem.user_id, idem.key, idem.request_hash, now) is not None:
         return None
-    stored = (
-        await db.execute(
-            select(
-                IdempotencyRecord.request_hash,
-                IdempotencyRecord.response_status,
-                IdempotencyRecord.response_body,
-            ).where(IdempotencyRecord.user_id == idem.user_id, IdempotencyRecord.key == idem.key)
-        )
-    ).one()
-    if stored.request_hash != idem.request_hash:
+    request_hash, status, body = await sql.one(_STORED, idem.user_id, idem.key)
+    if request_hash != idem.request_hash:
         raise IdempotencyKeyReused(
             "This Idempotency-Key was used with a different request body.",
             field="Idempotency-Key",
         )
-    if stored.response_status == IN_PROGRESS:
+    if status == IN_PROGRESS:
         raise IdempotencyInProgress("The first request with this key has not finished.")
-    return Outcome(stored.response_status, stored.response_body, replayed=True)
+    return Outcome(status, sql.json(body), replayed=True)
 
 
-async def complete(db: AsyncSession, idem: IdempotencyKey | None, outcome: Outcome) -> Outcome:
+async def complete(sql: Driver, idem: IdempotencyKey | None, outcome: Outcome) -> Outcome:
     if idem is not None:
-        conn = await db.connection()
-        await conn.execute(
-            _COMPLETE,
-            {
-                "uid": idem.user_id,
-                "k": idem.key,
-                "response_status": outcome.status,
-                "response_body": outcome.body,
-            },
-        )
+        body = orjson.dumps(outcome.body).decode()
+        await sql.one(_COMPLETE, outcome.status, body, idem.user_id, idem.key)
     return outcome

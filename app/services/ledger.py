@@ -12,14 +12,13 @@ from __future__ import annotations
 import functools
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import BigInteger, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
-from app.db import database_of, retry_on_conflict, unit_of_work
+from app.db import Driver, Sql, database_of, movement, retry_on_conflict
 from app.errors import (
     AmountTooLarge,
     CurrencyMismatch,
@@ -27,45 +26,68 @@ from app.errors import (
     InsufficientFunds,
     SameAccount,
 )
-from app.models import Account, Entry, Journal, JournalKind, JournalStatus
+from app.models import Journal, JournalKind, JournalStatus
 from app.money import format_amount
 from app.security import Principal
 from app.services import accounts, audit, idempotency
+from app.services.accounts import LockedAccount
 from app.services.audit import Actor
 from app.services.idempotency import IdempotencyKey, Outcome
 from app.settings import Settings
 
 CASH = "cash"
 OUTGOING = (JournalKind.withdrawal, JournalKind.transfer)
-_INSERT_JOURNAL = insert(Journal).returning(Journal.id)
-_INSERT_ENTRY = insert(Entry)
-# Relative update: correct even if a lock were ever missed.
-_MOVE_BALANCE = (
-    update(Account)
-    .where(Account.id == bindparam("account_id"))
-    .values(balance=Account.balance + bindparam("delta", type_=BigInteger))
-    .returning(Account.balance)
+# The money path's statements, on the unit of work's driver connection (app.db.Driver).
+_INSERT_JOURNAL = Sql(
+    "INSERT INTO journals (kind, status, amount, currency, from_account_id, to_account_id,"
+    " description, customer_id, initiated_by, reverses_id, flagged, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?) RETURNING id"
 )
-_OUTGOING_SINCE = select(func.coalesce(func.sum(Journal.amount), 0)).where(
-    Journal.customer_id == bindparam("customer_id"),
-    Journal.created_at > bindparam("since"),
-    Journal.kind.in_(OUTGOING),
-    Journal.status != JournalStatus.rejected,
+# Rolling 24 hours = whole minutes after the window's first one (outgoing_minutes) + the
+# journals of that first minute that fall inside the window.
+_OUTGOING_SINCE = Sql(
+    "SELECT CAST("
+    " (SELECT COALESCE(SUM(amount), 0) FROM outgoing_minutes"
+    "  WHERE customer_id = ? AND minute > ?)"
+    " + (SELECT COALESCE(SUM(amount), 0) FROM journals"
+    "  WHERE customer_id = ? AND created_at > ? AND created_at < ?"
+    "  AND kind IN ('withdrawal', 'transfer') AND status <> 'rejected')"
+    " AS BIGINT)"
 )
-JOURNAL_COLUMNS = (
-    "kind",
-    "status",
-    "amount",
-    "currency",
-    "from_account_id",
-    "to_account_id",
-    "description",
-    "customer_id",
-    "initiated_by",
-    "reverses_id",
-    "flagged",
-    "created_at",
+_ADD_OUTGOING = Sql(
+    "INSERT INTO outgoing_minutes (customer_id, minute, amount) VALUES (?, ?, ?)"
+    " ON CONFLICT (customer_id, minute)"
+    " DO UPDATE SET amount = outgoing_minutes.amount + excluded.amount"
 )
+_PRUNE_OUTGOING = Sql("DELETE FROM outgoing_minutes WHERE customer_id = ? AND minute < ?")
+PRUNE_EVERY = 64  # journals: a customer's minutes older than the window go now and then
+_CREATE_INTERNAL = Sql(
+    "INSERT INTO accounts (number, customer_id, kind, code, type, currency, balance, held,"
+    " status, opened_at) VALUES (?, NULL, 'internal', ?, 'internal', ?, 0, 0, 'active', ?)"
+    " ON CONFLICT DO NOTHING"
+)
+_INTERNAL_ACCOUNT = Sql(
+    f"SELECT {accounts.ACCOUNT_COLUMNS} FROM accounts WHERE code = ? AND currency = ?"  # noqa: S608
+)
+
+
+# Built from placeholders only (the values travel as parameters), one text per line count.
+@functools.cache
+def _move_balances_sql(count: int) -> Sql:
+    """Relative update of `count` balances in one statement (correct even if a lock were
+    ever missed), returning each new balance."""
+    cases = " ".join("WHEN ? THEN CAST(? AS BIGINT)" for _ in range(count))
+    marks = ", ".join("?" * count)
+    where = f" WHERE id IN ({marks}) RETURNING id, balance"
+    return Sql(f"UPDATE accounts SET balance = balance + CASE id {cases} END{where}")  # noqa: S608
+
+
+@functools.cache
+def _insert_entries_sql(count: int) -> Sql:
+    rows = ", ".join("(?, ?, ?, ?, ?, ?)" for _ in range(count))
+    columns = "journal_id, account_id, currency, amount, balance_after, created_at"
+    return Sql(f"INSERT INTO entries ({columns}) VALUES {rows}")  # noqa: S608
+
 
 T = TypeVar("T")
 
@@ -85,23 +107,37 @@ def queued(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     return wrapper
 
 
+@dataclass(frozen=True, slots=True)
+class Posted:
+    """The journal `post_journal` wrote, as the response and the audit record need it."""
+
+    id: int
+    kind: str
+    status: str
+    amount: int
+    currency: str
+    description: str | None
+    created_at: datetime
+    flagged: bool | None = None
+
+
 class UnbalancedJournal(AssertionError):
     """A programming error: entries of one journal must sum to zero per currency."""
 
 
 async def post_journal(
-    db: AsyncSession,
+    sql: Driver,
     *,
     kind: JournalKind,
     amount: int,
     currency: str,
-    lines: list[tuple[Account, int]],
+    lines: list[tuple[LockedAccount, int]],
     description: str | None,
     customer_id: int | None,
     initiated_by: int | None,
-    from_account: Account | None = None,
-    to_account: Account | None = None,
-) -> tuple[Journal, dict[int, int]]:
+    from_account: LockedAccount | None = None,
+    to_account: LockedAccount | None = None,
+) -> tuple[Posted, dict[int, int]]:
     """Write one balanced journal and move the cached balances. Accounts must already be
     locked by the caller. Returns the journal and each account's balance after it."""
     sums: dict[str, int] = defaultdict(int)
@@ -110,51 +146,56 @@ async def post_journal(
     if len(lines) < 2 or any(sums.values()) or any(delta == 0 for _, delta in lines):
         raise UnbalancedJournal(f"journal lines do not balance: {sums}")
     now = datetime.now(UTC)
-    journal = Journal(
-        kind=kind,
-        status=JournalStatus.completed,
-        amount=amount,
-        currency=currency,
-        from_account_id=from_account.id if from_account else None,
-        to_account_id=to_account.id if to_account else None,
-        description=description,
-        customer_id=customer_id,
-        initiated_by=initiated_by,
-        reverses_id=None,
-        flagged=None,
-        created_at=now,
+    stamp = sql.timestamp(now)
+    from_id = from_account.id if from_account else None
+    to_id = to_account.id if to_account else None
+    (journal_id,) = await sql.one(
+        _INSERT_JOURNAL,
+        kind,
+        JournalStatus.completed,
+        amount,
+        currency,
+        from_id,
+        to_id,
+        description,
+        customer_id,
+        initiated_by,
+        stamp,
     )
-    # Core statements built once, not the ORM unit of work: this is the service's hot path.
-    conn = await db.connection()
-    journal.id = (
-        await conn.execute(
-            _INSERT_JOURNAL, {column: getattr(journal, column) for column in JOURNAL_COLUMNS}
-        )
-    ).scalar_one()
-    balances: dict[int, int] = {}
-    entries = []
-    for account, delta in sorted(lines, key=lambda line: line[0].id):
-        new_balance = (
-            await conn.execute(_MOVE_BALANCE, {"account_id": account.id, "delta": delta})
-        ).scalar_one()
-        set_committed_value(account, "balance", new_balance)
-        balances[account.id] = new_balance
-        entries.append(
-            {
-                "journal_id": journal.id,
-                "account_id": account.id,
-                "currency": account.currency,
-                "amount": delta,
-                "balance_after": new_balance,
-                "created_at": now,
-            }
-        )
-    await conn.execute(_INSERT_ENTRY, entries)
+    journal = Posted(journal_id, kind, JournalStatus.completed, amount, currency, description, now)
+    deltas = {account.id: delta for account, delta in lines}
+    moved = await sql.all(
+        _move_balances_sql(len(deltas)),
+        *[value for pair in deltas.items() for value in pair],
+        *deltas,
+    )
+    balances: dict[int, int] = dict(moved)
+    entries: list[Any] = []
+    for account, delta in lines:
+        account.balance = balances[account.id]
+        entries += (journal.id, account.id, account.currency, delta, account.balance, stamp)
+    await sql.one(_insert_entries_sql(len(lines)), *entries)
+    if kind in OUTGOING and customer_id is not None:
+        await add_outgoing(sql, customer_id, now, amount, prune=journal.id % PRUNE_EVERY == 0)
     return journal, balances
 
 
+async def add_outgoing(
+    sql: Driver, customer_id: int, at: datetime, amount: int, *, prune: bool = False
+) -> None:
+    """Count an outgoing movement in its minute (see OutgoingMinute)."""
+    minute = _minute(at)
+    await sql.one(_ADD_OUTGOING, customer_id, minute, amount)
+    if prune:
+        await sql.one(_PRUNE_OUTGOING, customer_id, minute - 24 * 60 - 1)
+
+
 def transaction_view(
-    journal: Journal, *, from_number: str | None, to_number: str | None, balance_after: int | None
+    journal: Journal | Posted,
+    *,
+    from_number: str | None,
+    to_number: str | None,
+    balance_after: int | None,
 ) -> dict[str, Any]:
     """The API's transaction object (API.md §5)."""
     return {
@@ -181,7 +222,7 @@ def check_amount(settings: Settings, amount: int) -> None:
         )
 
 
-def check_funds(account: Account, amount: int) -> None:
+def check_funds(account: LockedAccount, amount: int) -> None:
     if account.available_balance < amount:
         raise InsufficientFunds(
             f"Account {account.number} has {format_amount(account.available_balance)} "
@@ -190,16 +231,24 @@ def check_funds(account: Account, amount: int) -> None:
         )
 
 
-async def outgoing_last_24h(db: AsyncSession, customer_id: int) -> int:
+def _minute(at: datetime) -> int:
+    return int(at.timestamp()) // 60
+
+
+async def check_daily_limit(sql: Driver, settings: Settings, customer_id: int, amount: int) -> None:
+    """Rolling 24 hours of the customer's outgoing movements; the caller holds the
+    customer's lock, so concurrent movements cannot both pass."""
     since = datetime.now(UTC) - timedelta(hours=24)
-    total = await db.scalar(_OUTGOING_SINCE, {"customer_id": customer_id, "since": since})
-    return int(total or 0)
-
-
-async def check_daily_limit(
-    db: AsyncSession, settings: Settings, customer_id: int, amount: int
-) -> None:
-    used = await outgoing_last_24h(db, customer_id)
+    first = _minute(since)
+    first_ends = datetime.fromtimestamp((first + 1) * 60, UTC)
+    (used,) = await sql.one(
+        _OUTGOING_SINCE,
+        customer_id,
+        first,
+        customer_id,
+        sql.timestamp(since),
+        sql.timestamp(first_ends),
+    )
     if used + amount > settings.daily_limit_minor:
         left = max(0, settings.daily_limit_minor - used)
         raise DailyLimitExceeded(
@@ -209,15 +258,25 @@ async def check_daily_limit(
         )
 
 
+async def internal_account(sql: Driver, code: str, currency: str) -> LockedAccount:
+    """The bank's own account `code` (cash, …) in `currency`, created on first use."""
+    row = await sql.one(_INTERNAL_ACCOUNT, code, currency)
+    while row is None:  # again only if the random number was taken
+        now = sql.timestamp(datetime.now(UTC))
+        await sql.one(_CREATE_INTERNAL, accounts.new_number(), code, currency, now)
+        row = await sql.one(_INTERNAL_ACCOUNT, code, currency)
+    return LockedAccount(*row)
+
+
 async def _finish(
-    db: AsyncSession,
+    sql: Driver,
     principal: Principal,
     idem: IdempotencyKey | None,
-    journal: Journal,
+    journal: Posted,
     view: dict[str, Any],
 ) -> Outcome:
-    await audit.record(
-        db,
+    await audit.append(
+        sql,
         actor=Actor.of(principal),
         action=f"transaction.{journal.kind}",
         entity_type="transaction",
@@ -229,7 +288,7 @@ async def _finish(
             "to_account": view["to_account"],
         },
     )
-    return await idempotency.complete(db, idem, Outcome(201, view))
+    return await idempotency.complete(sql, idem, Outcome(201, view))
 
 
 async def deposit(
@@ -302,27 +361,27 @@ async def _cash_movement(
     )
     async with (
         audit.denials_recorded(db, actor=Actor.of(principal), action=f"transaction.{kind}"),
-        unit_of_work(db),
+        movement(db) as sql,
     ):
-        if idem and (replay := await idempotency.claim(db, idem)):
+        if idem and (replay := await idempotency.claim(sql, idem)):
             return replay
-        customer = await accounts.lock_customer(db, principal)
-        account = (await accounts.lock_accounts(db, [number])).get(number)
+        customer_id = await accounts.lock_customer_for_movement(sql, principal)
+        account = (await accounts.lock_accounts_for_movement(sql, [number])).get(number)
         account = accounts.owned(account, principal, number, "account_number")
         accounts.check_active(account, "account_number")
         if outgoing:
             check_funds(account, amount)
-            await check_daily_limit(db, settings, customer.id, amount)
-        cash = await accounts.internal_account(db, CASH, account.currency)
+            await check_daily_limit(sql, settings, customer_id, amount)
+        cash = await internal_account(sql, CASH, account.currency)
         delta = -amount if outgoing else amount
         journal, balances = await post_journal(
-            db,
+            sql,
             kind=kind,
             amount=amount,
             currency=account.currency,
             lines=[(account, delta), (cash, -delta)],
             description=description,
-            customer_id=customer.id,
+            customer_id=customer_id,
             initiated_by=principal.user_id,
             from_account=account if outgoing else None,
             to_account=None if outgoing else account,
@@ -333,7 +392,7 @@ async def _cash_movement(
             to_number=None if outgoing else number,
             balance_after=balances[account.id],
         )
-        return await _finish(db, principal, idem, journal, view)
+        return await _finish(sql, principal, idem, journal, view)
 
 
 @queued
@@ -366,11 +425,11 @@ async def transfer(
         },
     )
     async with audit.denials_recorded(db, actor=Actor.of(principal), action="transaction.transfer"):
-        async with unit_of_work(db):
-            if idem and (replay := await idempotency.claim(db, idem)):
+        async with movement(db) as sql:
+            if idem and (replay := await idempotency.claim(sql, idem)):
                 return replay
-            customer = await accounts.lock_customer(db, principal)
-            locked = await accounts.lock_accounts(db, [source, target])
+            customer_id = await accounts.lock_customer_for_movement(sql, principal)
+            locked = await accounts.lock_accounts_for_movement(sql, [source, target])
             src = accounts.owned(locked.get(source), principal, source, "from_account")
             dst = locked.get(target)
             if dst is None or dst.kind != "customer":
@@ -383,15 +442,15 @@ async def transfer(
                     field="to_account",
                 )
             check_funds(src, amount)
-            await check_daily_limit(db, settings, customer.id, amount)
+            await check_daily_limit(sql, settings, customer_id, amount)
             journal, balances = await post_journal(
-                db,
+                sql,
                 kind=JournalKind.transfer,
                 amount=amount,
                 currency=src.currency,
                 lines=[(src, -amount), (dst, amount)],
                 description=description,
-                customer_id=customer.id,
+                customer_id=customer_id,
                 initiated_by=principal.user_id,
                 from_account=src,
                 to_account=dst,
@@ -399,4 +458,4 @@ async def transfer(
             view = transaction_view(
                 journal, from_number=source, to_number=target, balance_after=balances[src.id]
             )
-            return await _finish(db, principal, idem, journal, view)
+            return await _finish(sql, principal, idem, journal, view)

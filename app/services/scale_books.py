@@ -19,7 +19,7 @@ import orjson
 from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import unit_of_work
+from app.db import driver, unit_of_work
 from app.models import (
     Account,
     AccountKind,
@@ -35,7 +35,7 @@ from app.models import (
 )
 from app.money import format_amount
 from app.security import Security
-from app.services import accounts, audit
+from app.services import accounts, audit, ledger
 from app.services.audit import GENESIS, SYSTEM
 from app.services.customers import national_id_hmac
 from app.settings import Settings
@@ -254,6 +254,7 @@ async def build(
 
     made = 0
     started = now - timedelta(days=30)
+    recent = now - timedelta(hours=25)
     step = timedelta(days=30) / max(1, len(plan))
     for start in range(0, len(plan), BATCH):
         async with unit_of_work(db):
@@ -317,6 +318,13 @@ async def build(
                     .values(balance=bindparam("bal")),
                     [{"aid": aid, "bal": balances[aid]} for aid in sorted(touched)],
                 )
+                # The daily limit's per-minute totals (only the last day can matter).
+                sql = await driver(db)
+                for row in journal_rows:
+                    if row["kind"] in ledger.OUTGOING and row["created_at"] > recent:
+                        await ledger.add_outgoing(
+                            sql, row["customer_id"], row["created_at"], row["amount"]
+                        )
             audit_count += await chain.flush(db)
             await _sync_sequences(db)
         made += len(journal_rows)

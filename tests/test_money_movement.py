@@ -22,6 +22,7 @@ from tests.ledger_helpers import (
     stored_balances,
     transfer,
     unknown_number,
+    verify_books,
     withdraw,
 )
 
@@ -314,6 +315,44 @@ async def test_daily_outgoing_limit_is_rolling_24h_over_withdrawals_and_transfer
                 await withdraw(bank.client, headers, number, "600.01"), 422, "daily_limit_exceeded"
             )
             assert (await withdraw(bank.client, headers, number, "600.00")).status_code == 201
+
+
+async def test_daily_limit_window_is_exact_to_the_second_at_its_first_minute(
+    tmp_path, database_url, monkeypatch
+):
+    """The limit sums whole minutes from outgoing_minutes and, for the window's first
+    minute, the journals themselves: a movement 10 s inside the window counts, 5 s
+    after it left the window it does not."""
+    async with bank_with(tmp_path, database_url, daily_limit=Decimal("1000.00")) as bank:
+        _, headers, number = await funded_account(bank, "3000.00")
+        base = datetime.now(UTC).replace(second=30, microsecond=0)
+        with ledger_clock(monkeypatch, base - timedelta(hours=24) + timedelta(seconds=10)):
+            assert (await withdraw(bank.client, headers, number, "600.00")).status_code == 201
+        with ledger_clock(monkeypatch, base):
+            problem(
+                await withdraw(bank.client, headers, number, "400.01"), 422, "daily_limit_exceeded"
+            )
+            assert (await withdraw(bank.client, headers, number, "400.00")).status_code == 201
+        with ledger_clock(monkeypatch, base + timedelta(seconds=15)):
+            # The 600.00 left the window 5 s ago; the 400.00 of `base` still counts.
+            problem(
+                await withdraw(bank.client, headers, number, "600.01"), 422, "daily_limit_exceeded"
+            )
+            assert (await withdraw(bank.client, headers, number, "600.00")).status_code == 201
+
+
+async def test_daily_limit_totals_are_reconciled_with_the_journals(bank, app):
+    _, headers, number = await funded_account(bank, "100.00")
+    _, _, other = await funded_account(bank, "1.00")
+    assert (await withdraw(bank.client, headers, number, "10.00")).status_code == 201
+    assert (await transfer(bank.client, headers, number, other, "5.00")).status_code == 201
+    assert sum(row[0] for row in await sql(app, "SELECT amount FROM outgoing_minutes")) == 1500
+    assert (await verify_books(app)).balanced
+
+    await sql(app, "UPDATE outgoing_minutes SET amount = amount + 1")
+    report = await verify_books(app)
+    assert report.balanced is False
+    assert {m["kind"] for m in report.mismatches} == {"outgoing_total_mismatch"}
 
 
 async def test_money_endpoints_require_a_customer(bank):

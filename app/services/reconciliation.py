@@ -1,15 +1,26 @@
-"""Trial balance and reconciliation: the ledger is the truth, the cached balances must
-agree with it. Used by `bank verify`, GET /api/audit/ledger and the tests."""
+"""Trial balance and reconciliation: the ledger is the truth, the cached balances (and
+the daily limit's per-minute totals) must agree with it. Used by `bank verify`,
+GET /api/audit/ledger and the tests."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Account, AccountKind, Entry, Journal
+from app.models import (
+    Account,
+    AccountKind,
+    Entry,
+    Journal,
+    JournalKind,
+    JournalStatus,
+    OutgoingMinute,
+)
 from app.money import format_amount
 
 
@@ -20,6 +31,40 @@ class LedgerReport:
     accounts_checked: int
     mismatches: list[dict[str, Any]] = field(default_factory=list)
     totals: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+async def _check_outgoing_minutes(db: AsyncSession) -> list[dict[str, Any]]:
+    """The daily limit's per-minute totals (OutgoingMinute) against the journals, over
+    the last 24 hours (older minutes may have been pruned)."""
+    first = int(datetime.now(UTC).timestamp()) // 60 - 24 * 60
+    expected: dict[tuple[int, int], int] = defaultdict(int)
+    journals = await db.execute(
+        select(Journal.customer_id, Journal.created_at, Journal.amount).where(
+            Journal.customer_id.is_not(None),
+            Journal.kind.in_((JournalKind.withdrawal, JournalKind.transfer)),
+            Journal.status != JournalStatus.rejected,
+            Journal.created_at >= datetime.fromtimestamp(first * 60, UTC),
+        )
+    )
+    for customer_id, created_at, amount in journals:
+        expected[(customer_id, int(created_at.timestamp()) // 60)] += amount
+    stored = await db.execute(
+        select(OutgoingMinute.customer_id, OutgoingMinute.minute, OutgoingMinute.amount).where(
+            OutgoingMinute.minute >= first
+        )
+    )
+    found = {(customer_id, minute): amount for customer_id, minute, amount in stored}
+    return [
+        {
+            "kind": "outgoing_total_mismatch",
+            "customer_id": str(customer_id),
+            "minute": datetime.fromtimestamp(minute * 60, UTC).isoformat(),
+            "stored": format_amount(found.get((customer_id, minute), 0)),
+            "ledger": format_amount(expected.get((customer_id, minute), 0)),
+        }
+        for customer_id, minute in sorted(expected.keys() | found.keys())
+        if expected.get((customer_id, minute), 0) != found.get((customer_id, minute), 0)
+    ][:100]
 
 
 async def verify_ledger(db: AsyncSession) -> LedgerReport:
@@ -90,6 +135,7 @@ async def verify_ledger(db: AsyncSession) -> LedgerReport:
                     "sum": format_amount(bucket["customer"] + bucket["internal"]),
                 }
             )
+    mismatches += await _check_outgoing_minutes(db)
     journals_checked = await db.scalar(select(func.count(Journal.id))) or 0
     return LedgerReport(
         balanced=not mismatches,

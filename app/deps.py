@@ -19,16 +19,19 @@ from app.settings import Settings
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
 
+# Dependencies are `async def` even when they do not await: FastAPI runs a plain `def`
+# dependency in its thread pool, a thread round trip on every request.
 
-def get_database(request: Request) -> Database:
+
+async def get_database(request: Request) -> Database:
     return request.app.state.database
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_security(request: Request) -> Security:
+async def get_security(request: Request) -> Security:
     return request.app.state.security
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -16,6 +18,7 @@ cli = typer.Typer(
 )
 
 ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def migrate_database(settings: Settings) -> None:
@@ -48,6 +51,12 @@ def serve(
 
     settings = load_settings()  # creates the development secrets before workers start
     migrate_database(settings)
+    _share_metrics_between_workers(settings, workers if not reload else 1)
+    log_options: dict[str, Any] = {}
+    if settings.json_logs:
+        from app.observability import server_log_config
+
+        log_options["log_config"] = server_log_config()
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -55,9 +64,23 @@ def serve(
         port=port,
         workers=workers,
         reload=reload,
-        access_log=False,
+        access_log=False,  # the app writes its own request log (BANK_LOG_JSON)
         proxy_headers=False,
+        **log_options,
     )
+
+
+def _share_metrics_between_workers(settings: Settings, workers: int) -> None:
+    """Several worker processes keep their metrics in files that /metrics adds up
+    (prometheus_client's multiprocess mode, switched on by this variable, which the
+    workers inherit). The directory starts empty: files of an earlier run would be
+    counted again. One worker keeps its metrics in memory."""
+    os.environ.pop(MULTIPROC_ENV, None)
+    if workers == 1 or not settings.metrics_enabled:
+        return
+    shutil.rmtree(settings.metrics_dir, ignore_errors=True)
+    settings.metrics_dir.mkdir(parents=True)
+    os.environ[MULTIPROC_ENV] = str(settings.metrics_dir)
 
 
 async def _with_session(fn):  # type: ignore[no-untyped-def]

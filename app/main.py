@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from app import observability
 from app.db import Database
 from app.problems import EdgeMiddleware, install_error_handlers
 from app.routers import admin, auditor, customer, public
@@ -19,17 +19,21 @@ from app.services import jobs
 from app.settings import Settings, load_settings
 
 REGISTRATION_PATH = "/api/customers/register"
+METRICS_PATH = "/metrics"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = (settings or load_settings()).resolve_secrets()
     database = Database(settings)
+    observability.configure_logging(settings)
+    metrics = observability.build_metrics(settings, database)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sweeper = asyncio.create_task(jobs.sweeper_loop(database), name="job-sweeper")
         try:
-            yield
+            async with observability.running(metrics):
+                yield
         finally:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -45,7 +49,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.database = database
-    app.state.security = Security(settings)
+    # With request logs on, verifying a token also notes the caller's user id for the log.
+    security = observability.CallerNotingSecurity if settings.json_logs else Security
+    app.state.security = security(settings)
     install_error_handlers(app)
     app.openapi = lambda: _openapi_with_flat_forms(app)  # type: ignore[method-assign]
     for router in (
@@ -56,14 +62,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         auditor.router,
     ):
         app.include_router(router)
+    if metrics is not None:
+        # Unauthenticated, for Prometheus; BANK_METRICS_ENABLED=false removes it.
+        app.add_api_route(
+            METRICS_PATH,
+            observability.metrics_endpoint(metrics),
+            methods=["GET"],
+            include_in_schema=False,
+        )
     # Two documents of upload_max_bytes plus room for the text fields.
     registration_limit = 2 * settings.upload_max_bytes + 64 * 1024
+    limits = {REGISTRATION_PATH: registration_limit}
     app.add_middleware(
         EdgeMiddleware,
         default_limit=settings.request_max_bytes,
-        limits={REGISTRATION_PATH: registration_limit},
+        limits=limits,
+        observer=observability.request_observer(
+            settings, metrics, static_paths=[*observability.literal_paths(app.routes), *limits]
+        ),
     )
-    logging.getLogger("app").setLevel(logging.INFO)
     return app
 
 

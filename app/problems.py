@@ -6,8 +6,10 @@ import logging
 import re
 import uuid
 from contextvars import ContextVar
+from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -18,6 +20,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import BankError, PayloadTooLarge
 
+if TYPE_CHECKING:
+    from app.observability import RequestObserver
+
 log = logging.getLogger("app.request")
 
 PROBLEM_JSON = "application/problem+json"
@@ -25,6 +30,18 @@ REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 client_ip_var: ContextVar[str | None] = ContextVar("client_ip", default=None)
+
+
+@dataclass(slots=True)
+class Caller:
+    """Who the request turned out to be from, filled in once the token is verified."""
+
+    user_id: int | None = None
+
+
+# Set (to a fresh Caller) only while request logs are on: a mutable slot, so the code that
+# verifies the token can fill it in from wherever it runs.
+caller_var: ContextVar[Caller | None] = ContextVar("caller", default=None)
 
 
 def problem_body(
@@ -134,20 +151,29 @@ class EdgeMiddleware:
     - gives every request an id (the client's X-Request-ID if sane) and echoes it;
     - makes the trailing slash optional on every path, without a redirect;
     - bounds the request body while it streams (413), per path;
-    - turns any unexpected exception into a logged 500 problem, with no trace in the body.
+    - turns any unexpected exception into a logged 500 problem, with no trace in the body;
+    - reports every request, with its final status, to the observer (metrics, request log).
     """
 
     def __init__(
-        self, app: ASGIApp, *, default_limit: int, limits: dict[str, int] | None = None
+        self,
+        app: ASGIApp,
+        *,
+        default_limit: int,
+        limits: dict[str, int] | None = None,
+        observer: RequestObserver | None = None,
     ) -> None:
         self.app = app
         self.default_limit = default_limit
         self.limits = limits or {}
+        self.observer = observer
+        self.note_caller = observer is not None and observer.log_requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        began = perf_counter()
         path: str = scope["path"]
         if len(path) > 1 and path.endswith("/"):
             scope = dict(scope)
@@ -160,16 +186,25 @@ class EdgeMiddleware:
         request_token = request_id_var.set(request_id)
         client = scope.get("client")
         ip_token = client_ip_var.set(client[0] if client else None)
+        caller_token = caller_var.set(Caller()) if self.note_caller else None
         limit = self.limits.get(scope["path"], self.default_limit)
         started = False
         too_large: PayloadTooLarge | None = None
         id_header = (b"x-request-id", request_id.encode("latin-1"))
+        status = 0
+        response_headers: list[tuple[bytes, bytes]] = []
+        answered = 0.0
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status, response_headers, answered
             if message["type"] == "http.response.start":
                 started = True
-                message["headers"] = [*message.get("headers", []), id_header]
+                status = message["status"]
+                response_headers = message["headers"] = [*message.get("headers", []), id_header]
+            elif not message.get("more_body", False):
+                # The answer is complete; background tasks that run after it are not
+                # part of the request's latency.
+                answered = perf_counter()
             await send(message)
 
         async def send_app(message: Message) -> None:
@@ -213,5 +248,14 @@ class EdgeMiddleware:
                     "An unexpected error occurred; quote the request id.",
                 )(scope, receive, send_with_id)
         finally:
+            if self.observer is not None:
+                try:
+                    self.observer.request_done(
+                        scope, status, (answered or perf_counter()) - began, response_headers
+                    )
+                except Exception:
+                    log.exception("could not record the request (request_id=%s)", request_id)
+            if caller_token is not None:
+                caller_var.reset(caller_token)
             request_id_var.reset(request_token)
             client_ip_var.reset(ip_token)

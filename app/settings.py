@@ -44,7 +44,15 @@ class Settings(BaseSettings):
     job_lease_seconds: int = Field(default=60, ge=1)
     sqlite_busy_timeout_ms: int = Field(default=30000, ge=0)
     db_pool_size: int = Field(default=10, ge=1)
-    log_json: bool = False
+    # Structured JSON request logs; unset means on in production, off elsewhere.
+    log_json: bool | None = None
+    # GET /metrics for Prometheus, unauthenticated (see docs/DECISIONS.md).
+    metrics_enabled: bool = True
+    # Set by `bank serve --workers N` (N > 1) for prometheus_client's multiprocess mode,
+    # which reads the same variable itself; unset means one in-process registry.
+    metrics_multiproc_dir: Path | None = Field(
+        default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR"
+    )
     cors_origins: list[str] = []
     max_transaction: Decimal = Field(default=Decimal("1000000.00"), gt=0, decimal_places=2)
     daily_limit: Decimal = Field(default=Decimal("100000.00"), gt=0, decimal_places=2)
@@ -65,6 +73,15 @@ class Settings(BaseSettings):
     @property
     def daily_limit_minor(self) -> int:
         return int(self.daily_limit * 100)
+
+    @property
+    def json_logs(self) -> bool:
+        return self.log_json if self.log_json is not None else self.env == "production"
+
+    @property
+    def metrics_dir(self) -> Path:
+        """Where `bank serve` keeps the worker processes' shared metric files."""
+        return self.data_dir / "metrics"
 
     @property
     def is_sqlite(self) -> bool:

@@ -20,6 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
+from app.main import create_app
 from app.models import Job
 from app.settings import Settings
 from tests.helpers import problem, register_without_kyc
@@ -111,14 +112,22 @@ async def test_connection_pool_use_is_exposed(client, settings):
     assert value(samples, "bank_db_pool_checked_out") == 0
 
 
-async def test_metrics_stay_out_of_the_api_schema(client):
+async def test_metrics_are_served_but_stay_out_of_the_api_schema(client):
+    assert (await client.get("/metrics")).status_code == 200
     schema = (await client.get("/openapi.json")).json()
     assert "/metrics" not in schema["paths"]
 
 
 @pytest.mark.settings(metrics_enabled=False)
-async def test_metrics_can_be_switched_off(client):
+async def test_metrics_can_be_switched_off(client, settings):
     problem(await client.get("/metrics"), 404, "not_found")
+    enabled = create_app(settings.model_copy(update={"metrics_enabled": True}))
+    try:
+        transport = httpx.ASGITransport(app=enabled)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as other:
+            assert (await other.get("/metrics")).status_code == 200
+    finally:
+        await enabled.state.database.dispose()
 
 
 def _json_lines(output: str) -> list[dict[str, Any]]:

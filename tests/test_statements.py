@@ -6,12 +6,16 @@ opening balances and date filters can be checked against known values."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
+import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from pypdf import PdfReader
 
+from app.money import format_amount
+from app.services import statements
 from tests.ledger_helpers import (
     amount,
     balance,
@@ -259,6 +263,116 @@ async def test_statement_requests_are_validated_and_private(bank, app):
     assert default_period.status_code == 200
     assert default_period.json()["to"] == datetime.now(UTC).date().isoformat()
     assert default_period.json()["closing_balance"] == "10.00"
+
+
+def synthetic_statement(count: int) -> statements.Statement:
+    """A statement of `count` entries without a database: every third one is a
+    withdrawal with a long, partly non-Latin-1 description."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    rows, running = [], 5_000_000
+    for n in range(count):
+        value = -(n % 97 + 1) if n % 3 == 2 else n * 13 % 9_000 + 1
+        running += value
+        description = "Miete Januar, Straße 5 — Wohnung 12 " * 3 if n % 3 == 2 else None
+        kind = "withdrawal" if n % 3 == 2 else "deposit"
+        rows.append((1_000 + n, start + timedelta(minutes=n), kind, description, value, running))
+    entries, total_in, total_out = statements.statement_entries(rows)
+    return statements.Statement(
+        bank_name="Open Core Bank",
+        account_number="100000000017",
+        account_type="checking",
+        currency="USD",
+        customer_id=1001,
+        customer_name="Stella Statement",
+        period_from=date(2026, 1, 1),
+        period_to=date(2026, 1, 31),
+        opening_balance=5_000_000,
+        total_in=total_in,
+        total_out=total_out,
+        entries=entries,
+        generated_at=start,
+    )
+
+
+PDF_ROW = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d +(\d+) +(\w+) +(.*?) +(-?\d+\.\d\d) +(-?\d+\.\d\d)$"
+)
+
+
+async def test_statement_pdf_of_many_entries_has_every_row_once_on_numbered_pages():
+    statement = synthetic_statement(1_500)
+    reader = PdfReader(io.BytesIO(await statements.render_pdf(statement)))
+    pages = len(reader.pages)
+    rows, numbered = [], 0
+    for index, page in enumerate(reader.pages, start=1):
+        text = page.extract_text()
+        numbered += f"Page {index} of {pages}" in text
+        rows += [m.groups() for line in text.splitlines() if (m := PDF_ROW.match(line.strip()))]
+    assert pages >= 25 and numbered == pages
+    assert [row[0] for row in rows] == [e["transaction_id"] for e in statement.entries]
+    assert [(row[3], row[4]) for row in rows] == [
+        (e["amount"], e["balance"]) for e in statement.entries
+    ]
+    # Descriptions are cut to the column and printed in Latin-1 ('?' for the rest).
+    assert rows[2][2] == "Miete Januar, Straße 5 ? Wohnun"
+    first_page = reader.pages[0].extract_text()
+    closing = format_amount(statement.closing_balance)
+    for expected in ("Open Core Bank", "Stella Statement (1001)", "2026-01-01 to 2026-01-31"):
+        assert expected in first_page
+    assert f"Closingbalance{closing}" in first_page.replace(" ", "")
+    assert statement.entries[-1]["balance"] == closing
+
+
+def test_statement_entries_total_in_and_out_in_minor_units():
+    statement = synthetic_statement(1_000)
+    amounts = [int(e["amount"].replace(".", "")) for e in statement.entries]
+    assert statement.total_in == sum(a for a in amounts if a > 0)
+    assert statement.total_out == -sum(a for a in amounts if a < 0)
+    assert statement.closing_balance == 5_000_000 + sum(amounts)
+    data = statement.as_dict()
+    check_arithmetic(data)
+    assert data["entries"][0] == {
+        "transaction_id": "1000",
+        "posted_at": "2026-01-01T00:00:00Z",
+        "type": "deposit",
+        "description": None,
+        "amount": "0.01",
+        "balance": "50000.01",
+    }
+    as_csv = csv_totals(statements.render_csv(statement))
+    assert as_csv["closing_balance"] == data["closing_balance"]
+    assert (as_csv["total_in"], as_csv["total_out"]) == (data["total_in"], data["total_out"])
+
+
+def test_statement_pdf_row_keeps_amounts_wider_than_their_column():
+    statement = synthetic_statement(1)
+    entry = {**statement.entries[0], "amount": "-98765432109876.54", "balance": "1.00"}
+    (line,) = statements.pdf_lines(dataclasses.replace(statement, entries=[entry]))
+    assert "-98765432109876.54" in line and line.endswith("1.00")
+
+
+async def test_statement_of_many_movements_agrees_with_the_account(bank, monkeypatch):
+    _, headers, number = await funded_account(bank, "0.00")
+    _, _, other = await funded_account(bank, "0.00")
+    ids = []
+    for day in range(1, 21):
+        with ledger_clock(monkeypatch, datetime(2025, 6, day, 12, tzinfo=UTC)):
+            paid_in = await deposited(bank.client, headers, number, f"{day}.{day:02d}")
+            moved = await transfer(bank.client, headers, number, other, f"0.{day:02d}")
+            ids += [paid_in["transaction_id"], moved.json()["transaction_id"]]
+    june = (date(2025, 6, 6), date(2025, 6, 30))
+    statement = (await get_statement(bank, headers, number, *june)).json()
+    check_arithmetic(statement)
+    assert [e["transaction_id"] for e in statement["entries"]] == ids[10:]
+    # Each day before the period: in d.0d, out 0.0d.
+    assert statement["opening_balance"] == amount(sum(100 * d for d in range(1, 6)))
+    assert statement["closing_balance"] == await balance(bank.client, headers, number)
+    as_csv = csv_totals((await get_statement(bank, headers, number, *june, fmt="csv")).text)
+    assert as_csv["transaction_ids"] == ids[10:]
+    assert as_csv["closing_balance"] == statement["closing_balance"]
+    text = pdf_text((await get_statement(bank, headers, number, *june, fmt="pdf")).content)
+    found = [m.group(1) for line in text.splitlines() if (m := PDF_ROW.match(line.strip()))]
+    assert found == ids[10:]
 
 
 # --- history ---------------------------------------------------------------------------

@@ -1,11 +1,17 @@
-"""A customer's transaction history: newest first, keyset-paginated by transaction id."""
+"""A customer's transaction history: newest first, keyset-paginated by transaction id.
+
+A page is read per account, newest journal first, below the cursor. With an index on
+entries (account_id, journal_id) that is a short backward range read however deep the
+page, so page 100 costs what page 1 costs and neither grows with the account's history;
+without one, each page reads and sorts the account's entries (the cost before keysets).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import CompoundSelect, Select, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import TransactionNotFound
@@ -61,6 +67,40 @@ async def _views(
     return views
 
 
+# Up to this many accounts, each is read as its own index range and the pages merged;
+# beyond it (rare), one read over all of them, sorted.
+MERGED_ACCOUNTS = 16
+
+
+def journals_touching(
+    account_ids: list[int],
+    *,
+    before_id: int | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+) -> Select[tuple[int]]:
+    """Ids of the newest `limit` journals with an entry on one of the accounts, below
+    `before_id`, posted in [since, until)."""
+    query = select(Entry.journal_id)
+    if len(account_ids) == 1:
+        query = query.where(Entry.account_id == account_ids[0])
+    else:
+        query = query.where(Entry.account_id.in_(account_ids))
+    if before_id is not None:
+        query = query.where(Entry.journal_id < before_id)
+    if since is not None or until is not None:
+        query = query.join(Journal, Journal.id == Entry.journal_id)
+        if since is not None:
+            query = query.where(Journal.created_at >= since)
+        if until is not None:
+            query = query.where(Journal.created_at < until)
+    # Grouped, so a journal with two lines on these accounts counts once and never cuts
+    # a page short; GROUP BY rather than DISTINCT: without the index SQLite then sorts
+    # once instead of twice, with it neither sorts.
+    return query.group_by(Entry.journal_id).order_by(Entry.journal_id.desc()).limit(limit)
+
+
 async def list_transactions(
     db: AsyncSession,
     *,
@@ -71,21 +111,23 @@ async def list_transactions(
     before_id: int | None,
     limit: int,
 ) -> list[dict[str, Any]]:
-    touched = (
-        select(Entry.journal_id)
-        .join(Account, Account.id == Entry.account_id)
-        .where(Account.customer_id == principal.customer_id)
-    )
+    owned = select(Account.id).where(Account.customer_id == principal.customer_id)
     if account_number is not None:
         number = accounts.parse_number(account_number, field="account_number")
-        touched = touched.where(Account.number == number)
-    query = select(Journal).where(Journal.id.in_(touched)).order_by(Journal.id.desc()).limit(limit)
-    if before_id is not None:
-        query = query.where(Journal.id < before_id)
-    if since is not None:
-        query = query.where(Journal.created_at >= since)
-    if until is not None:
-        query = query.where(Journal.created_at < until)
+        owned = owned.where(Account.number == number)
+    account_ids = list((await db.scalars(owned.order_by(Account.id))).all())
+    if not account_ids:
+        return []
+
+    def page(of: list[int]) -> Select[tuple[int]]:
+        return journals_touching(of, before_id=before_id, since=since, until=until, limit=limit)
+
+    ids: Select[tuple[int]] | CompoundSelect[tuple[int]]
+    if 1 < len(account_ids) <= MERGED_ACCOUNTS:
+        ids = union(*(select(page([a]).subquery().c.journal_id) for a in account_ids))
+    else:
+        ids = page(account_ids)
+    query = select(Journal).where(Journal.id.in_(ids)).order_by(Journal.id.desc()).limit(limit)
     journals = list((await db.scalars(query)).all())
     return await _views(db, principal, journals)
 

@@ -115,6 +115,7 @@ class Entry(Base):
         CheckConstraint("amount <> 0", name="nonzero_amount"),
         Index("ix_entries_account", "account_id", "id"),
         Index("ix_entries_account_time", "account_id", "created_at"),
+        Index("ix_entries_account_journal", "account_id", "journal_id"),
         Index("ix_entries_journal", "journal_id"),
     )
 

@@ -35,8 +35,6 @@ CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
 
 def compute_hash(
-    *,
-    seq: int,
     at: datetime,
     actor_id: str | None,
     actor_role: str | None,
@@ -47,11 +45,14 @@ def compute_hash(
     ip: str | None,
     request_id: str | None,
     details: dict[str, Any],
+    *,
+    seq: int,
     prev_hash: str,
 ) -> str:
     """SHA-256 of the record's canonical form: a JSON array in a fixed field order, the
     time in RFC 3339 UTC, `details` with sorted keys (orjson, so it costs microseconds:
-    verification streams millions of these)."""
+    verification streams millions of these). PostgreSQL's audit_append() builds the same
+    bytes around the serialised middle of this array."""
     content = [
         seq,
         at,
@@ -107,7 +108,10 @@ async def record(
     )
 
 
-_CHAIN_LOCK = Sql("SELECT 1", "SELECT pg_advisory_xact_lock($1)")
+_APPEND_PG = Sql(
+    "",
+    "SELECT * FROM audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+)
 _TAIL = Sql("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
 _APPEND = Sql(
     "INSERT INTO audit_log (seq, at, actor_id, actor_role, action, entity_type, entity_id,"
@@ -126,32 +130,36 @@ async def append(
     outcome: str = "success",
     details: dict[str, Any] | None = None,
 ) -> None:
-    """`record` on the unit of work's driver connection (the money path's form)."""
-    if not sql.is_sqlite:
-        await sql.one(_CHAIN_LOCK, AUDIT_CHAIN_LOCK)
-    tail = await sql.one(_TAIL)
-    seq, prev_hash = (tail[0] + 1, tail[1]) if tail else (1, GENESIS)
+    """`record` on the unit of work's driver connection (the money path's form).
+
+    PostgreSQL: one round trip to the audit_append() function (migration 0003), which
+    takes the chain lock, reads the tail and inserts with the same hash as
+    `compute_hash`; the lock is then held only until this transaction's COMMIT, so the
+    money path appends last. SQLite: writers are serial, the tail is read directly."""
     # Serialise details once: the hash covers exactly the JSON that is stored.
     stored_details = orjson.dumps(details or {}, default=str)
-    fields: dict[str, Any] = {
-        "seq": seq,
-        "at": datetime.now(UTC),
-        "actor_id": actor.id,
-        "actor_role": actor.role,
-        "action": action,
-        "entity_type": entity_type,
-        "entity_id": str(entity_id) if entity_id is not None else None,
-        "outcome": outcome,
-        "ip": client_ip_var.get(),
-        "request_id": request_id_var.get(),
-        "details": orjson.loads(stored_details),
-        "prev_hash": prev_hash,
-    }
-    fields["hash"] = compute_hash(**fields)
-    values = list(fields.values())
-    values[1] = sql.timestamp(fields["at"])
-    values[10] = stored_details.decode()
-    await sql.one(_APPEND, *values)
+    content: list[Any] = [
+        datetime.now(UTC),
+        actor.id,
+        actor.role,
+        action,
+        entity_type,
+        str(entity_id) if entity_id is not None else None,
+        outcome,
+        client_ip_var.get(),
+        request_id_var.get(),
+        orjson.loads(stored_details),
+    ]
+    if not sql.is_sqlite:
+        middle = orjson.dumps(content, option=CANONICAL)[1:-1].decode()
+        await sql.one(_APPEND_PG, AUDIT_CHAIN_LOCK, *content[:9], stored_details.decode(), middle)
+        return
+    tail = await sql.one(_TAIL)
+    seq, prev_hash = (tail[0] + 1, tail[1]) if tail else (1, GENESIS)
+    digest = compute_hash(*content, seq=seq, prev_hash=prev_hash)
+    content[0] = sql.timestamp(content[0])
+    content[9] = stored_details.decode()
+    await sql.one(_APPEND, seq, *content, prev_hash, digest)
 
 
 @dataclass

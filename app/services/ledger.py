@@ -275,6 +275,9 @@ async def _finish(
     journal: Posted,
     view: dict[str, Any],
 ) -> Outcome:
+    """Store the answer under the key, then append the audit record: last, because on
+    PostgreSQL the chain's lock is held from the append to the COMMIT."""
+    outcome = await idempotency.complete(sql, idem, Outcome(201, view))
     await audit.append(
         sql,
         actor=Actor.of(principal),
@@ -288,7 +291,7 @@ async def _finish(
             "to_account": view["to_account"],
         },
     )
-    return await idempotency.complete(sql, idem, Outcome(201, view))
+    return outcome
 
 
 async def deposit(

@@ -461,3 +461,22 @@ async def test_records_carry_who_and_from_where(bank, database):
         "203.0.113.7",
         "reg-sally-1",
     )
+
+
+async def test_every_committed_record_is_sealed_into_the_chain_at_commit(bank, database, settings):
+    """On PostgreSQL records are written to audit_pending and sealed by a deferred trigger
+    at COMMIT (under the chain's advisory lock): after the commit nothing is left pending
+    and the chain is whole. SQLite appends in place."""
+    await bank.customer()
+    await bank.staff("auditor")
+    records = await audit_records(database)
+    assert [r.seq for r in records] == list(range(1, len(records) + 1))
+    assert len(records) >= 3
+    assert (await _service_verify(database)).valid
+    if not settings.is_sqlite:
+        async with database.session() as db:
+            assert await db.scalar(text("SELECT count(*) FROM audit_pending")) == 0
+            source = await db.scalar(
+                text("SELECT prosrc FROM pg_proc WHERE proname = 'audit_seal'")
+            )
+        assert f"pg_advisory_xact_lock({audit.AUDIT_CHAIN_LOCK})" in source

@@ -2,10 +2,11 @@
 the change it records, so a rolled-back change leaves no record and a committed one
 always has its record.
 
-Chain: hash = SHA-256(canonical JSON of the record, including prev_hash). Appending reads
-the tail and writes the next seq inside the writer's transaction; SQLite writers are
-already serial (BEGIN IMMEDIATE), on PostgreSQL a transaction-scoped advisory lock makes
-appenders take turns, so concurrent writers still form one unbroken chain.
+Chain: hash = SHA-256(canonical JSON of the record, including prev_hash). The next seq
+is taken inside the writer's transaction: SQLite writers are already serial (BEGIN
+IMMEDIATE); on PostgreSQL the record is sealed at COMMIT by a deferred trigger under a
+transaction-scoped advisory lock (see `append`), so concurrent writers still form one
+unbroken chain.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from app.problems import client_ip_var, request_id_var
 from app.security import Principal
 
 GENESIS = "0" * 64
-AUDIT_CHAIN_LOCK = 0x4155444954  # "AUDIT"; pg_advisory_xact_lock key
+AUDIT_CHAIN_LOCK = 0x4155444954  # "AUDIT": pg_advisory_xact_lock key, also in migration 0003
 
 
 CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
@@ -110,7 +111,9 @@ async def record(
 
 _APPEND_PG = Sql(
     "",
-    "SELECT * FROM audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    "INSERT INTO audit_pending (at, actor_id, actor_role, action, entity_type, entity_id,"
+    " outcome, ip, request_id, details, middle)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
 )
 _TAIL = Sql("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
 _APPEND = Sql(
@@ -132,10 +135,10 @@ async def append(
 ) -> None:
     """`record` on the unit of work's driver connection (the money path's form).
 
-    PostgreSQL: one round trip to the audit_append() function (migration 0003), which
-    takes the chain lock, reads the tail and inserts with the same hash as
-    `compute_hash`; the lock is then held only until this transaction's COMMIT, so the
-    money path appends last. SQLite: writers are serial, the tail is read directly."""
+    PostgreSQL: the record goes to audit_pending, and a deferred trigger (migration
+    0003) seals it into the chain at COMMIT: it takes the chain lock, reads the tail and
+    appends with the same hash as `compute_hash`. Concurrent writers so hold the lock
+    only while they commit. SQLite: writers are serial, the tail is read directly."""
     # Serialise details once: the hash covers exactly the JSON that is stored.
     stored_details = orjson.dumps(details or {}, default=str)
     content: list[Any] = [
@@ -152,7 +155,7 @@ async def append(
     ]
     if not sql.is_sqlite:
         middle = orjson.dumps(content, option=CANONICAL)[1:-1].decode()
-        await sql.one(_APPEND_PG, AUDIT_CHAIN_LOCK, *content[:9], stored_details.decode(), middle)
+        await sql.one(_APPEND_PG, *content[:9], stored_details.decode(), middle)
         return
     tail = await sql.one(_TAIL)
     seq, prev_hash = (tail[0] + 1, tail[1]) if tail else (1, GENESIS)

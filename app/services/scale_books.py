@@ -110,6 +110,8 @@ class _Chain:
 
 
 async def _chain(db: AsyncSession) -> _Chain:
+    if db.bind.dialect.name == "postgresql":  # take turns with the sealing trigger
+        await db.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": audit.AUDIT_CHAIN_LOCK})
     tail = (
         await db.execute(
             select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)

@@ -2,8 +2,9 @@
 - outgoing_minutes: outgoing amounts per customer per minute, for the rolling daily limit
   (filled from the existing journals, so a database upgraded mid-day keeps its limits);
 - entries (account_id, journal_id): history pages as one backward range read;
-- PostgreSQL: audit_append(), the audit chain's append in one round trip (lock, tail,
-  hash, insert), so the chain lock is held for one statement and the COMMIT only.
+- PostgreSQL: audit records are written to audit_pending and sealed into the hash chain
+  by a deferred trigger at COMMIT, so the chain's lock is held while the transaction
+  commits and never across a round trip to the application.
 
 Revision ID: 0003
 Revises: 0002
@@ -54,38 +55,58 @@ def upgrade() -> None:
     with op.batch_alter_table("entries", schema=None) as batch_op:
         batch_op.create_index("ix_entries_account_journal", ["account_id", "journal_id"])
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(AUDIT_APPEND)
+        op.create_table(
+            "audit_pending",
+            sa.Column("id", sa.BigInteger(), sa.Identity(), primary_key=True),
+            sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+            sa.Column("actor_id", sa.String(64)),
+            sa.Column("actor_role", sa.String(16)),
+            sa.Column("action", sa.String(64), nullable=False),
+            sa.Column("entity_type", sa.String(32)),
+            sa.Column("entity_id", sa.String(64)),
+            sa.Column("outcome", sa.String(8), nullable=False),
+            sa.Column("ip", sa.String(64)),
+            sa.Column("request_id", sa.String(128)),
+            sa.Column("details", sa.JSON(), nullable=False),
+            sa.Column("middle", sa.Text(), nullable=False),
+        )
+        op.execute(AUDIT_SEAL)
+        op.execute(
+            "CREATE CONSTRAINT TRIGGER audit_pending_seal AFTER INSERT ON audit_pending"
+            " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION audit_seal()"
+        )
 
 
-# The record's canonical form is the JSON array [seq, at, …, details, prev_hash]
-# (app.services.audit.compute_hash); the caller sends everything between seq and
-# prev_hash already serialised (`middle`), so the hash here is byte for byte the one the
-# application computes and verifies. Each statement of a plpgsql function takes a fresh
-# snapshot, so the tail is read after the lock is granted.
-AUDIT_APPEND = """
-CREATE FUNCTION audit_append(
-    lock_key bigint, p_at timestamptz, p_actor_id text, p_actor_role text, p_action text,
-    p_entity_type text, p_entity_id text, p_outcome text, p_ip text, p_request_id text,
-    p_details json, middle text
-) RETURNS TABLE (new_seq bigint, new_hash text) LANGUAGE plpgsql AS $$
+# Sealing, at COMMIT, in insertion order: take the chain lock (the key is
+# app.services.audit.AUDIT_CHAIN_LOCK), read the tail (each statement of a plpgsql
+# function takes a fresh snapshot, so after the lock), hash and append. The record's
+# canonical form is the JSON array [seq, at, …, details, prev_hash]
+# (app.services.audit.compute_hash); the application stores everything between seq and
+# prev_hash already serialised (`middle`), so this hash is byte for byte the one the
+# application verifies.
+AUDIT_SEAL = """
+CREATE FUNCTION audit_seal() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     tail_seq bigint;
     tail_hash text;
+    new_seq bigint;
 BEGIN
-    PERFORM pg_advisory_xact_lock(lock_key);
+    PERFORM pg_advisory_xact_lock(280603412820);
     SELECT a.seq, a.hash INTO tail_seq, tail_hash FROM audit_log a ORDER BY a.seq DESC LIMIT 1;
     IF tail_seq IS NULL THEN
         tail_seq := 0;
         tail_hash := repeat('0', 64);
     END IF;
     new_seq := tail_seq + 1;
-    new_hash := encode(sha256(convert_to(
-        '[' || new_seq::text || ',' || middle || ',"' || tail_hash || '"]', 'UTF8')), 'hex');
     INSERT INTO audit_log (seq, at, actor_id, actor_role, action, entity_type, entity_id,
         outcome, ip, request_id, details, prev_hash, hash)
-    VALUES (new_seq, p_at, p_actor_id, p_actor_role, p_action, p_entity_type, p_entity_id,
-        p_outcome, p_ip, p_request_id, p_details, tail_hash, new_hash);
-    RETURN NEXT;
+    VALUES (new_seq, NEW.at, NEW.actor_id, NEW.actor_role, NEW.action, NEW.entity_type,
+        NEW.entity_id, NEW.outcome, NEW.ip, NEW.request_id, NEW.details, tail_hash,
+        encode(sha256(convert_to(
+            '[' || new_seq::text || ',' || NEW.middle || ',"' || tail_hash || '"]', 'UTF8')),
+            'hex'));
+    DELETE FROM audit_pending WHERE id = NEW.id;
+    RETURN NULL;
 END
 $$
 """
@@ -93,7 +114,9 @@ $$
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute("DROP FUNCTION IF EXISTS audit_append")
+        op.execute("DROP TRIGGER IF EXISTS audit_pending_seal ON audit_pending")
+        op.execute("DROP FUNCTION IF EXISTS audit_seal()")
+        op.drop_table("audit_pending")
     with op.batch_alter_table("entries", schema=None) as batch_op:
         batch_op.drop_index("ix_entries_account_journal")
     op.drop_table("outgoing_minutes")

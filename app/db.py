@@ -52,10 +52,16 @@ T = TypeVar("T")
 
 
 class Database:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, background_checkpoints: bool = False) -> None:
+        """`background_checkpoints` (SQLite, for a server: see `checkpoint_loop`): commits
+        never copy the WAL back into the database file themselves."""
         self.settings = settings
         self.is_sqlite = settings.is_sqlite
-        self.engine: AsyncEngine = _create_engine(settings)
+        self.path = _sqlite_path(settings.db_url) if self.is_sqlite else None
+        self.background_checkpoints = background_checkpoints and self.path not in (None, ":memory:")
+        self.engine: AsyncEngine = _create_engine(
+            settings, autocheckpoint=not self.background_checkpoints
+        )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         # SQLite: writers of this process queue in the group commit, other processes on
         # the writer file lock. PostgreSQL: at most pool-size money movements of this
@@ -75,10 +81,34 @@ class Database:
             session.info["database"] = self
             yield session
 
+    async def checkpoint_loop(self, every_s: float = 0.25) -> None:
+        """Copy committed WAL pages back into the database file, in a thread, on a
+        connection of its own. SQLite's automatic checkpoint would do it inside a COMMIT
+        every ~1,000 pages, holding the write lock through several MB of writes and an
+        fsync, and every writer of every worker stalls behind it. A PASSIVE checkpoint
+        takes no write lock; when two workers' loops meet, one just finds it busy."""
+        if not self.background_checkpoints:
+            return
+        assert self.path is not None
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            while True:
+                await asyncio.sleep(every_s)
+                await anyio.to_thread.run_sync(_checkpoint, connection)
+        finally:
+            connection.close()
+
     async def dispose(self) -> None:
         await self.engine.dispose()
         if self.writer_file_lock is not None:
             self.writer_file_lock.close()
+
+
+def _checkpoint(connection: sqlite3.Connection) -> None:
+    try:
+        connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    except sqlite3.OperationalError as exc:  # another process is checkpointing
+        log.debug("checkpoint skipped: %s", exc)
 
 
 class _InlineQueue:
@@ -176,7 +206,7 @@ def _sqlite_path(url: str) -> str:
     return database
 
 
-def _create_engine(settings: Settings) -> AsyncEngine:
+def _create_engine(settings: Settings, *, autocheckpoint: bool = True) -> AsyncEngine:
     url = settings.db_url
     if not url.startswith("sqlite"):
         return create_async_engine(
@@ -212,6 +242,7 @@ def _create_engine(settings: Settings) -> AsyncEngine:
             "synchronous=FULL",
             "foreign_keys=ON",
             f"busy_timeout={busy_ms}",
+            f"wal_autocheckpoint={1000 if autocheckpoint else 0}",
         ):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import Database, unit_of_work
 from app.errors import Forbidden, NotAuthenticated
 from app.models import Role
+from app.problems import caller_var
 from app.security import Principal, Security
 from app.services import audit
 from app.services.audit import Actor
@@ -50,7 +51,10 @@ async def get_principal(
 ) -> Principal:
     if not token:
         raise NotAuthenticated("A bearer access token is required.")
-    return security.decode_access_token(token)
+    principal = security.decode_access_token(token)
+    if (caller := caller_var.get()) is not None:  # for the request log line
+        caller.user_id = principal.user_id
+    return principal
 
 
 def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:

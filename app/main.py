@@ -58,9 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.database = database
-    # With request logs on, verifying a token also notes the caller's user id for the log.
-    security = observability.CallerNotingSecurity if settings.json_logs else Security
-    app.state.security = security(settings)
+    app.state.security = Security(settings)
     install_error_handlers(app)
     app.openapi = lambda: _openapi_with_flat_forms(app)  # type: ignore[method-assign]
     for router in (

@@ -48,7 +48,6 @@ from starlette.types import Scope
 
 from app.db import Database
 from app.problems import caller_var, request_id_var
-from app.security import Principal, Security
 from app.services import jobs
 from app.settings import Settings
 
@@ -291,18 +290,6 @@ class RequestObserver:
                     }
                 },
             )
-
-
-class CallerNotingSecurity(Security):
-    """Security that also notes who the verified caller is, for the request log line.
-    Token verification happens here and nowhere else, so no router has to remember it."""
-
-    def decode_access_token(self, token: str) -> Principal:
-        principal = super().decode_access_token(token)
-        caller = caller_var.get()
-        if caller is not None:
-            caller.user_id = principal.user_id
-        return principal
 
 
 def build_metrics(settings: Settings, database: Database) -> Metrics | None:

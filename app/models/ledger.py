@@ -113,7 +113,6 @@ class Entry(Base):
     __tablename__ = "entries"
     __table_args__ = (
         CheckConstraint("amount <> 0", name="nonzero_amount"),
-        Index("ix_entries_account", "account_id", "id"),
         Index("ix_entries_account_time", "account_id", "created_at"),
         Index("ix_entries_account_journal", "account_id", "journal_id"),
         Index("ix_entries_journal", "journal_id"),

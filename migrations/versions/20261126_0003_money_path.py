@@ -1,7 +1,8 @@
 """The money path, made cheaper per movement:
 - outgoing_minutes: outgoing amounts per customer per minute, for the rolling daily limit
   (filled from the existing journals, so a database upgraded mid-day keeps its limits);
-- entries (account_id, journal_id): history pages as one backward range read;
+- entries (account_id, journal_id): history pages as one backward range read (it
+  replaces (account_id, id));
 - PostgreSQL: audit records are written to audit_pending and sealed into the hash chain
   by a deferred trigger at COMMIT, so the chain's lock is held while the transaction
   commits and never across a round trip to the application.
@@ -54,6 +55,9 @@ def upgrade() -> None:
 
     with op.batch_alter_table("entries", schema=None) as batch_op:
         batch_op.create_index("ix_entries_account_journal", ["account_id", "journal_id"])
+        # What (account_id, id) served, (account_id, journal_id) serves: one index less
+        # to write per entry.
+        batch_op.drop_index("ix_entries_account")
     if op.get_bind().dialect.name == "postgresql":
         op.create_table(
             "audit_pending",
@@ -118,5 +122,6 @@ def downgrade() -> None:
         op.execute("DROP FUNCTION IF EXISTS audit_seal()")
         op.drop_table("audit_pending")
     with op.batch_alter_table("entries", schema=None) as batch_op:
+        batch_op.create_index("ix_entries_account", ["account_id", "id"])
         batch_op.drop_index("ix_entries_account_journal")
     op.drop_table("outgoing_minutes")

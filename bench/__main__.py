@@ -34,7 +34,7 @@ from bench.seed import customer_total, seed_customers
 from bench.server import BANK, Server
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CUSTOMERS = 20
+CUSTOMERS = 100
 OPENING_MINOR = 100_000_000  # 1,000,000.00 each
 JWT = "bench-jwt-secret-" + "j" * 40
 PII = "bench-pii-secret-" + "p" * 40
@@ -110,6 +110,14 @@ class Run:
         if self.pg_db:
             self._pg(f'CREATE DATABASE "{self.pg_db}"')
         migrate_database(self.settings)
+
+    def create_from(self, template: Run) -> None:
+        """The template's seeded books, copied: each run starts from the same state
+        without seeding again (and the template's tokens stay valid: same users)."""
+        if self.pg_db:
+            self._pg(f'CREATE DATABASE "{self.pg_db}" TEMPLATE "{template.pg_db}"')
+        else:
+            shutil.copyfile(template.data_dir / "bank.db", self.data_dir / "bank.db")
 
     def drop(self) -> None:
         if self.pg_db:
@@ -212,22 +220,42 @@ def bench_engine(
     engine: str, workers_list: list[int], args: argparse.Namespace, workdir: Path
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"engine": engine, "runs": []}
+    print(f"\n== {engine}: seeding {CUSTOMERS} customers", flush=True)
+    template = Run(engine, 0, args.pg_url, workdir)
+    try:
+        template.create()
+        seeded = asyncio.run(
+            seed_customers(
+                template.settings, count=CUSTOMERS, accounts_each=1, opening_minor=OPENING_MINOR
+            )
+        )
+        _measure_runs(engine, workers_list, args, workdir, template, seeded, out)
+    finally:
+        template.drop()
+    return out
+
+
+def _measure_runs(
+    engine: str,
+    workers_list: list[int],
+    args: argparse.Namespace,
+    workdir: Path,
+    template: Run,
+    seeded: list[Any],
+    out: dict[str, Any],
+) -> None:
+    tokens: list[str] | None = None
     for workers in workers_list:
         run = Run(engine, workers, args.pg_url, workdir)
-        print(f"\n== {engine}, {workers} worker(s): seeding {CUSTOMERS} customers", flush=True)
+        print(f"\n== {engine}, {workers} worker(s)", flush=True)
         try:
-            run.create()
-            seeded = asyncio.run(
-                seed_customers(
-                    run.settings, count=CUSTOMERS, accounts_each=1, opening_minor=OPENING_MINOR
-                )
-            )
+            run.create_from(template)
             before = asyncio.run(customer_total(run.settings))
             entry: dict[str, Any] = {"workers": workers, "settings": []}
             with Server(run.env, workers, run.data_dir / "server.log") as server:
                 entry["ready_s"] = round(server.ready_after_s, 3)
                 host = f"127.0.0.1:{server.port}"
-                tokens = login_all(server.base_url, seeded)
+                tokens = tokens or login_all(server.base_url, seeded)
                 for concurrency in args.concurrency:
                     t = measure(
                         server,
@@ -269,7 +297,6 @@ def bench_engine(
             out["runs"].append(entry)
         finally:
             run.drop()
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -309,8 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--concurrency", default="1,8,32,128", type=lambda s: [int(x) for x in s.split(",")]
     )
-    parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--ceiling-duration", type=float, default=5.0)
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--ceiling-duration", type=float, default=4.0)
     parser.add_argument(
         "--pg-url",
         default=os.environ.get(

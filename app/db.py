@@ -20,6 +20,7 @@ import logging
 import os
 import random
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -81,22 +82,24 @@ class Database:
             session.info["database"] = self
             yield session
 
-    async def checkpoint_loop(self, every_s: float = 0.25) -> None:
-        """Copy committed WAL pages back into the database file, in a thread, on a
-        connection of its own. SQLite's automatic checkpoint would do it inside a COMMIT
-        every ~1,000 pages, holding the write lock through several MB of writes and an
-        fsync, and every writer of every worker stalls behind it. A PASSIVE checkpoint
-        takes no write lock; when two workers' loops meet, one just finds it busy."""
+    @asynccontextmanager
+    async def checkpoints(self, every_s: float = 0.25) -> AsyncIterator[None]:
+        """While open, copy committed WAL pages back into the database file from a thread
+        of its own. SQLite's automatic checkpoint would do it inside a COMMIT every ~1,000
+        pages, holding the write lock through several MB of writes and an fsync, and every
+        writer of every worker stalls behind it. A PASSIVE checkpoint takes no write lock;
+        when two workers' threads meet, one just finds it busy."""
         if not self.background_checkpoints:
+            yield
             return
         assert self.path is not None
-        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        thread = _Checkpointer(self.path, every_s)
+        thread.start()
         try:
-            while True:
-                await asyncio.sleep(every_s)
-                await anyio.to_thread.run_sync(_checkpoint, connection)
+            yield
         finally:
-            connection.close()
+            thread.stop.set()
+            await anyio.to_thread.run_sync(thread.join)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -104,11 +107,24 @@ class Database:
             self.writer_file_lock.close()
 
 
-def _checkpoint(connection: sqlite3.Connection) -> None:
-    try:
-        connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-    except sqlite3.OperationalError as exc:  # another process is checkpointing
-        log.debug("checkpoint skipped: %s", exc)
+class _Checkpointer(threading.Thread):
+    """Owns its connection from open to close: nothing else ever touches it."""
+
+    def __init__(self, path: str, every_s: float) -> None:
+        super().__init__(name="wal-checkpoints", daemon=True)
+        self.path, self.every_s = path, every_s
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        connection = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            while not self.stop.wait(self.every_s):
+                try:
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.OperationalError as exc:  # another process is checkpointing
+                    log.debug("checkpoint skipped: %s", exc)
+        finally:
+            connection.close()
 
 
 class _InlineQueue:

@@ -32,21 +32,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sweeper = asyncio.create_task(jobs.sweeper_loop(database), name="job-sweeper")
-        checkpoints = asyncio.create_task(database.checkpoint_loop(), name="wal-checkpoints")
         # What start-up built (modules, routes, models: ~160k objects) lives as long as
         # the process: keep it out of the collector's full passes, which otherwise
         # stopped every request in flight for ~85 ms now and then.
         gc.collect()
         gc.freeze()
         try:
-            async with observability.running(metrics):
+            async with observability.running(metrics), database.checkpoints():
                 yield
         finally:
             gc.unfreeze()
-            for task in (sweeper, checkpoints):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             await database.dispose()
 
     app = FastAPI(

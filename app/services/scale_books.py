@@ -120,6 +120,23 @@ async def _chain(db: AsyncSession) -> _Chain:
     return _Chain(tail[0], tail[1]) if tail else _Chain(0, GENESIS)
 
 
+async def pad_audit_log(db: AsyncSession, total: int, batch: int = 10_000) -> int:
+    """Append `bench.filler` records (hash-chained like any other) until the audit log
+    holds `total`: verification is measured over a log of that length without building
+    that many journals. Returns how many were added."""
+    added = 0
+    while True:
+        async with unit_of_work(db):
+            chain = await _chain(db)
+            missing = min(batch, total - chain.seq)
+            if missing <= 0:
+                return added
+            now = datetime.now(UTC)
+            for n in range(missing):
+                chain.add(now, "bench.filler", "bench", chain.seq + 1, {"n": n})
+            added += await chain.flush(db)
+
+
 async def _sync_sequences(db: AsyncSession) -> None:
     if db.bind.dialect.name != "postgresql":
         return

@@ -480,3 +480,16 @@ async def test_every_committed_record_is_sealed_into_the_chain_at_commit(bank, d
                 text("SELECT prosrc FROM pg_proc WHERE proname = 'audit_seal'")
             )
         assert f"pg_advisory_xact_lock({audit.AUDIT_CHAIN_LOCK})" in source
+
+
+async def test_benchmark_filler_records_extend_the_chain_validly(database):
+    """bench.scale measures verification over a long log by topping it up with chained
+    filler records (app.services.scale_books.pad_audit_log)."""
+    from app.services import scale_books
+
+    async with database.session() as db:
+        assert await scale_books.pad_audit_log(db, 25, batch=10) == 25
+        assert await scale_books.pad_audit_log(db, 25) == 0
+    records = await audit_records(database, "bench.filler")
+    assert [r.seq for r in records] == list(range(1, 26))
+    assert await _service_verify(database) == audit.ChainReport(True, 25, None)

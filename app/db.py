@@ -259,6 +259,7 @@ def _create_engine(settings: Settings, *, autocheckpoint: bool = True) -> AsyncE
             "foreign_keys=ON",
             f"busy_timeout={busy_ms}",
             f"wal_autocheckpoint={1000 if autocheckpoint else 0}",
+            f"cache_size=-{settings.sqlite_cache_mib * 1024}",
         ):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()

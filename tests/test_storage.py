@@ -23,6 +23,9 @@ async def test_a_sqlite_server_checkpoints_the_wal_in_the_background(app, bank, 
     async with database.engine.connect() as connection:
         pragma = await connection.exec_driver_sql("PRAGMA wal_autocheckpoint")
         assert pragma.scalar() == 0
+        # A page cache that holds large books' index pages (SQLite's default: 2 MiB).
+        cache = await connection.exec_driver_sql("PRAGMA cache_size")
+        assert cache.scalar() == -32 * 1024
     main_file = Path(database.path)
     async with app.router.lifespan_context(app):
         before = _size(main_file)

@@ -123,6 +123,8 @@ class _Checkpointer(threading.Thread):
                     connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.OperationalError as exc:  # another process is checkpointing
                     log.debug("checkpoint skipped: %s", exc)
+                except Exception:  # keep going: SQLite's own checkpoint is the backstop
+                    log.warning("checkpoint failed", exc_info=True)
         finally:
             connection.close()
 
@@ -258,7 +260,9 @@ def _create_engine(settings: Settings, *, autocheckpoint: bool = True) -> AsyncE
             "synchronous=FULL",
             "foreign_keys=ON",
             f"busy_timeout={busy_ms}",
-            f"wal_autocheckpoint={1000 if autocheckpoint else 0}",
+            # Servers checkpoint in the background (Database.checkpoints); SQLite's own
+            # stays as a backstop at 10x its default should that thread ever stop.
+            f"wal_autocheckpoint={1000 if autocheckpoint else 10_000}",
             f"cache_size=-{settings.sqlite_cache_mib * 1024}",
         ):
             cursor.execute(f"PRAGMA {pragma}")
@@ -340,7 +344,12 @@ class _SQLiteDriver(Driver):
     def execute_plain(self, statement: str) -> None:
         self._connection.execute(statement)
 
+    def in_transaction(self) -> bool:
+        return self._connection.in_transaction
+
     def timestamp(self, value: datetime) -> Any:
+        if value.tzinfo is None:  # as UTCDateTime does: never guess a naive time's zone
+            raise ValueError("naive datetime given to a UTC column")
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
     def json(self, value: Any) -> Any:
@@ -440,6 +449,7 @@ class GroupCommit:
         self._transaction: Any = None
         self._committed: asyncio.Future[None] | None = None
         self._units = 0
+        self._broken = False
 
     async def _open(self) -> None:
         file_lock = self.database.writer_file_lock
@@ -456,12 +466,18 @@ class GroupCommit:
         self._connection = connection
         self._committed = asyncio.get_running_loop().create_future()
         self._units = 0
+        self._broken = False
 
     async def _close(self) -> None:
         connection, committed = self._connection, self._committed
         assert connection is not None and committed is not None
         self._connection = self._committed = None
         try:
+            # SQLite rolls a whole transaction back by itself on some errors (disk full,
+            # I/O error): then nothing of this batch is in the database, and committing
+            # (a no-op without a transaction) must not acknowledge its units.
+            if self._broken or not (await _driver_of(connection)).in_transaction():
+                raise sqlite3.OperationalError("the batch's transaction was rolled back")
             await self._transaction.commit()
         except BaseException as exc:
             committed.set_exception(exc)
@@ -509,9 +525,17 @@ class GroupCommit:
                     yield None
                 self._units += 1
         finally:
-            if self._connection is not None and await self._batch_is_complete():
-                await self._close()
-            self._slot.release()
+            try:
+                if self._connection is not None:
+                    try:
+                        complete = self._broken or await self._batch_is_complete()
+                    except asyncio.CancelledError:  # nobody else may be left to close it
+                        await asyncio.shield(self._close())
+                        raise
+                    if complete:
+                        await asyncio.shield(self._close())
+            finally:
+                self._slot.release()
         if committed is not None:
             await asyncio.shield(committed)
 
@@ -523,6 +547,11 @@ class GroupCommit:
         try:
             async with db.begin():
                 yield
+        except BaseException:
+            assert self._connection is not None
+            if not (await _driver_of(self._connection)).in_transaction():
+                self._broken = True
+            raise
         finally:
             db.bind = self.database.engine
             session.join_transaction_mode = "conservative_savepoint"
@@ -536,8 +565,11 @@ class GroupCommit:
         try:
             yield sql
         except BaseException:
-            sql.execute_plain("ROLLBACK TO movement")
-            sql.execute_plain("RELEASE movement")
+            if sql.in_transaction():
+                sql.execute_plain("ROLLBACK TO movement")
+                sql.execute_plain("RELEASE movement")
+            else:  # SQLite rolled the whole batch back: every unit in it is lost
+                self._broken = True
             raise
         sql.execute_plain("RELEASE movement")
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -117,7 +119,10 @@ class Run:
         if self.pg_db:
             self._pg(f'CREATE DATABASE "{self.pg_db}" TEMPLATE "{template.pg_db}"')
         else:
-            shutil.copyfile(template.data_dir / "bank.db", self.data_dir / "bank.db")
+            source = template.data_dir / "bank.db"
+            with contextlib.closing(sqlite3.connect(source)) as conn:  # all of it in one file
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            shutil.copyfile(source, self.data_dir / "bank.db")
 
     def drop(self) -> None:
         if self.pg_db:

@@ -3,6 +3,7 @@ and every business rule's error code (issue 3, item 3)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -339,6 +340,29 @@ async def test_daily_limit_window_is_exact_to_the_second_at_its_first_minute(
                 await withdraw(bank.client, headers, number, "600.01"), 422, "daily_limit_exceeded"
             )
             assert (await withdraw(bank.client, headers, number, "600.00")).status_code == 201
+
+
+async def test_concurrent_withdrawals_of_one_customer_never_overrun_the_daily_limit(
+    tmp_path, database_url
+):
+    """The limit is read under the customer's row lock: ten concurrent withdrawals of a
+    fifth of the limit each, from five different accounts (so no account lock orders
+    them), and exactly five pass."""
+    async with bank_with(tmp_path, database_url, daily_limit=Decimal("100.00")) as bank:
+        _, headers, first = await funded_account(bank, "100.00")
+        numbers = [first]
+        for _ in range(4):
+            number = (await open_account(bank.client, headers))["account_number"]
+            await deposited(bank.client, headers, number, "100.00")
+            numbers.append(number)
+        responses = await asyncio.gather(
+            *(withdraw(bank.client, headers, numbers[n % 5], "20.00") for n in range(10))
+        )
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses == [201] * 5 + [422] * 5, statuses
+        for response in responses:
+            if response.status_code == 422:
+                problem(response, 422, "daily_limit_exceeded")
 
 
 async def test_daily_limit_totals_are_reconciled_with_the_journals(bank, app):

@@ -164,6 +164,8 @@ async def post_journal(
     )
     journal = Posted(journal_id, kind, JournalStatus.completed, amount, currency, description, now)
     deltas = {account.id: delta for account, delta in lines}
+    if len(deltas) != len(lines):
+        raise UnbalancedJournal("a journal names each account once")
     moved = await sql.all(
         _move_balances_sql(len(deltas)),
         *[value for pair in deltas.items() for value in pair],

@@ -11,10 +11,9 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from sqlalchemy import bindparam, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import Driver, Sql, retry_on_conflict, unit_of_work
+from app.db import Driver, Sql, driver, retry_on_conflict, unit_of_work
 from app.errors import (
     AccountNotActive,
     AccountNotFound,
@@ -24,7 +23,7 @@ from app.errors import (
     InvalidAccountNumber,
     KycRequired,
 )
-from app.models import Account, AccountKind, AccountStatus, Customer, CustomerStatus
+from app.models import Account, AccountKind, AccountStatus, CustomerStatus
 from app.security import Principal
 from app.services import audit
 from app.services.audit import Actor
@@ -82,12 +81,6 @@ def check_can_transact(status: str | None) -> None:
 
 
 # Built once: the money path runs these on every request.
-_LOCK_CUSTOMER = (
-    select(Customer)
-    .where(Customer.id == bindparam("customer_id"))
-    .with_for_update()
-    .execution_options(populate_existing=True)
-)
 _LOCK_ACCOUNTS = (
     select(Account)
     .where(Account.number.in_(bindparam("numbers", expanding=True)))
@@ -97,22 +90,13 @@ _LOCK_ACCOUNTS = (
 )
 
 
-async def lock_customer(db: AsyncSession, principal: Principal) -> Customer:
-    """The caller's customer row, locked: serialises one customer's outgoing movements so
-    the daily limit cannot be overrun by concurrent requests."""
-    customer = await db.scalar(_LOCK_CUSTOMER, {"customer_id": principal.customer_id})
-    check_can_transact(customer.status if customer else None)
-    assert customer is not None
-    return customer
-
-
 async def lock_accounts(db: AsyncSession, numbers: Iterable[str]) -> dict[str, Account]:
     """Lock accounts by number in ascending id order (the global lock order)."""
     rows = await db.scalars(_LOCK_ACCOUNTS, {"numbers": list(numbers)})
     return {account.number: account for account in rows}
 
 
-# The money path's versions of the two locks above: same rows, same order, driver SQL.
+# The money path's form of the lock above (same rows, same order) and the customer's.
 ACCOUNT_COLUMNS = "id, number, customer_id, kind, currency, balance, held, status"
 _LOCK_CUSTOMER_SQL = Sql(
     "SELECT status FROM customers WHERE id = ?",
@@ -147,8 +131,10 @@ def _lock_accounts_sql(count: int) -> Sql:
     return Sql(query, sql.postgresql + " FOR UPDATE")
 
 
-async def lock_customer_for_movement(sql: Driver, principal: Principal) -> int:
-    """`lock_customer` on the driver connection; returns the customer id."""
+async def lock_customer(sql: Driver, principal: Principal) -> int:
+    """The caller's customer row, locked, and checked to be allowed to move money:
+    serialises one customer's outgoing movements so the daily limit cannot be overrun by
+    concurrent requests. Returns the customer id."""
     row = await sql.one(_LOCK_CUSTOMER_SQL, principal.customer_id)
     check_can_transact(row[0] if row else None)
     assert principal.customer_id is not None
@@ -178,38 +164,12 @@ def check_active(account: Account | LockedAccount, field: str) -> None:
         raise AccountNotActive(f"Account {account.number} is {account.status}.", field=field)
 
 
-async def internal_account(db: AsyncSession, code: str, currency: str) -> Account:
-    """The bank's own account `code` (cash, holds, …) in `currency`, created on first use."""
-    query = select(Account).where(Account.code == code, Account.currency == currency)
-    account = await db.scalar(query)
-    if account is not None:
-        return account
-    try:
-        async with db.begin_nested():
-            db.add(
-                Account(
-                    number=new_number(),
-                    kind=AccountKind.internal,
-                    code=code,
-                    type="internal",
-                    currency=currency,
-                    balance=0,
-                    held=0,
-                )
-            )
-    except IntegrityError:
-        pass  # created concurrently by another transaction
-    account = await db.scalar(query)
-    assert account is not None
-    return account
-
-
 @retry_on_conflict
 async def open_account(
     db: AsyncSession, *, principal: Principal, type: str, currency: str
 ) -> Account:
     async with unit_of_work(db):
-        await lock_customer(db, principal)
+        await lock_customer(await driver(db), principal)
         account = Account(
             number=new_number(),
             customer_id=principal.customer_id,

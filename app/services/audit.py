@@ -87,26 +87,10 @@ SYSTEM = Actor("system", "system")
 ANONYMOUS = Actor(None, None)
 
 
-async def record(
-    db: AsyncSession,
-    *,
-    actor: Actor,
-    action: str,
-    entity_type: str | None = None,
-    entity_id: str | int | None = None,
-    outcome: str = "success",
-    details: dict[str, Any] | None = None,
-) -> None:
-    """Append one record. Must be called inside the caller's unit of work."""
-    await append(
-        await driver(db),
-        actor=actor,
-        action=action,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        outcome=outcome,
-        details=details,
-    )
+async def record(db: AsyncSession, **fields: Any) -> None:
+    """`append` (same keyword fields) on the session's transaction. Must be called
+    inside the caller's unit of work."""
+    await append(await driver(db), **fields)
 
 
 _APPEND_PG = Sql(

@@ -261,7 +261,8 @@ async def check_daily_limit(sql: Driver, settings: Settings, customer_id: int, a
 
 
 async def internal_account(sql: Driver, code: str, currency: str) -> LockedAccount:
-    """The bank's own account `code` (cash, …) in `currency`, created on first use."""
+    """The bank's own account `code` (cash, …) in `currency`, created on first use (a
+    concurrent creator's row wins: ON CONFLICT DO NOTHING, then read again)."""
     row = await sql.one(_INTERNAL_ACCOUNT, code, currency)
     while row is None:  # again only if the random number was taken
         now = sql.timestamp(datetime.now(UTC))
@@ -370,7 +371,7 @@ async def _cash_movement(
     ):
         if idem and (replay := await idempotency.claim(sql, idem)):
             return replay
-        customer_id = await accounts.lock_customer_for_movement(sql, principal)
+        customer_id = await accounts.lock_customer(sql, principal)
         account = (await accounts.lock_accounts_for_movement(sql, [number])).get(number)
         account = accounts.owned(account, principal, number, "account_number")
         accounts.check_active(account, "account_number")
@@ -433,7 +434,7 @@ async def transfer(
         async with movement(db) as sql:
             if idem and (replay := await idempotency.claim(sql, idem)):
                 return replay
-            customer_id = await accounts.lock_customer_for_movement(sql, principal)
+            customer_id = await accounts.lock_customer(sql, principal)
             locked = await accounts.lock_accounts_for_movement(sql, [source, target])
             src = accounts.owned(locked.get(source), principal, source, "from_account")
             dst = locked.get(target)

@@ -183,7 +183,7 @@ async def build(
     audit_count = 0
 
     async with unit_of_work(db):
-        cash = await accounts.internal_account(db, "cash", settings.currency)
+        cash = await ledger.internal_account(await driver(db), ledger.CASH, settings.currency)
         users, custs = (
             _Ids(await _max_id(db, User.id) + 1),
             _Ids(max(await _max_id(db, Customer.id), 1000) + 1),

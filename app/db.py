@@ -412,13 +412,11 @@ async def unit_of_work(db: AsyncSession) -> AsyncIterator[AsyncSession]:
 
 
 @asynccontextmanager
-async def movement(db: AsyncSession) -> AsyncIterator[Driver]:
+async def movement(database: Database) -> AsyncIterator[Driver]:
     """The money path's unit of work: one write transaction, all or nothing, like
     `unit_of_work`, but driven only through the `Driver` (no ORM state to flush, no
-    session savepoint): on SQLite a savepoint of the group commit's batch, on PostgreSQL
-    a pooled connection of its own."""
-    await end_reads(db)
-    database = database_of(db)
+    session savepoint, no session at all): on SQLite a savepoint of the group commit's
+    batch, on PostgreSQL a pooled connection of its own."""
     if database.group_commit is not None:
         async with database.group_commit.unit(None) as sql:
             assert sql is not None

@@ -65,8 +65,7 @@ async def seed_customers(
                         db, principal=principal, type="checking", currency=settings.currency
                     )
                     await ledger.deposit(
-                        db,
-                        settings,
+                        database,
                         principal=principal,
                         account_number=account.number,
                         amount=opening_minor,

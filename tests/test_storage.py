@@ -58,14 +58,14 @@ async def test_a_batch_that_sqlite_rolled_back_acknowledges_none_of_its_units(da
     entered, release = asyncio.Event(), asyncio.Event()
 
     async def first() -> None:
-        async with database.session() as db, movement(db) as sql:
+        async with movement(database) as sql:
             await audit.append(sql, actor=SYSTEM, action="test.first")
             entered.set()
             await release.wait()  # the second unit queues behind this one: same batch
 
     async def second() -> None:
         await entered.wait()
-        async with database.session() as db, movement(db) as sql:
+        async with movement(database) as sql:
             sql.execute_plain("ROLLBACK")  # what SQLite does on SQLITE_FULL / SQLITE_IOERR
             raise OSError("disk I/O error")
 
@@ -80,7 +80,7 @@ async def test_a_batch_that_sqlite_rolled_back_acknowledges_none_of_its_units(da
         raise results[0]  # not acknowledged
     assert not [r for r in await _actions(database) if r == "test.first"]
     # The next batch starts clean.
-    async with database.session() as db, movement(db) as sql:
+    async with movement(database) as sql:
         await audit.append(sql, actor=SYSTEM, action="test.after")
     assert "test.after" in await _actions(database)
 

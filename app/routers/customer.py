@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, Response
 
-from app.deps import CurrentCustomer, CurrentUser, DbSession, SettingsDep
+from app.deps import CurrentCustomer, CurrentUser, DatabaseDep, DbSession, SettingsDep
 from app.errors import CustomerNotFound
 from app.routing import DecimalRoute
 from app.schemas.common import Page, day_start, problem_responses
@@ -203,14 +203,12 @@ async def statement(
 async def deposit(
     body: DepositIn,
     principal: CurrentCustomer,
-    db: DbSession,
-    settings: SettingsDep,
+    database: DatabaseDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Any:
     return _outcome(
         await ledger.deposit(
-            db,
-            settings,
+            database,
             principal=principal,
             account_number=body.account_number,
             amount=body.amount,
@@ -231,14 +229,12 @@ async def deposit(
 async def withdrawal(
     body: WithdrawalIn,
     principal: CurrentCustomer,
-    db: DbSession,
-    settings: SettingsDep,
+    database: DatabaseDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Any:
     return _outcome(
         await ledger.withdraw(
-            db,
-            settings,
+            database,
             principal=principal,
             account_number=body.account_number,
             amount=body.amount,
@@ -259,14 +255,12 @@ async def withdrawal(
 async def transfer(
     body: TransferIn,
     principal: CurrentCustomer,
-    db: DbSession,
-    settings: SettingsDep,
+    database: DatabaseDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Any:
     return _outcome(
         await ledger.transfer(
-            db,
-            settings,
+            database,
             principal=principal,
             from_account=body.from_account,
             to_account=body.to_account,

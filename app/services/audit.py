@@ -22,7 +22,7 @@ import orjson
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import Driver, Sql, driver
+from app.db import Database, Driver, Sql, driver
 from app.errors import BankError
 from app.models import AuditRecord
 from app.problems import client_ip_var, request_id_var
@@ -229,9 +229,10 @@ async def list_records(
 
 
 @asynccontextmanager
-async def denials_recorded(db: AsyncSession, *, actor: Actor, action: str) -> AsyncIterator[None]:
+async def denials_recorded(database: Database, *, actor: Actor, action: str) -> AsyncIterator[None]:
     """Audit a request refused because the object is someone else's. The refusal rolled
-    back the service's transaction, so the record is written in a transaction of its own."""
+    back the service's transaction, so the record is written in a session and
+    transaction of its own (the money path has no session at all)."""
     from app.db import unit_of_work
 
     try:
@@ -240,7 +241,7 @@ async def denials_recorded(db: AsyncSession, *, actor: Actor, action: str) -> As
         if exc.denied_entity is None:
             raise
         entity_type, entity_id = exc.denied_entity
-        async with unit_of_work(db):
+        async with database.session() as db, unit_of_work(db):
             await record(
                 db,
                 actor=actor,

@@ -16,9 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from app.db import Driver, Sql, database_of, movement, retry_on_conflict
+from app.db import Database, Driver, Sql, movement, retry_on_conflict
 from app.errors import (
     AmountTooLarge,
     CurrencyMismatch,
@@ -97,12 +95,12 @@ def queued(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     included; SQLite writers queue in the group commit instead."""
 
     @functools.wraps(fn)
-    async def wrapper(db: AsyncSession, *args: Any, **kwargs: Any) -> T:
-        gate = database_of(db).admission
+    async def wrapper(database: Database, *args: Any, **kwargs: Any) -> T:
+        gate = database.admission
         if gate is None:
-            return await fn(db, *args, **kwargs)
+            return await fn(database, *args, **kwargs)
         async with gate:
-            return await fn(db, *args, **kwargs)
+            return await fn(database, *args, **kwargs)
 
     return wrapper
 
@@ -298,8 +296,7 @@ async def _finish(
 
 
 async def deposit(
-    db: AsyncSession,
-    settings: Settings,
+    database: Database,
     *,
     principal: Principal,
     account_number: str,
@@ -309,8 +306,7 @@ async def deposit(
 ) -> Outcome:
     """Cash in: the caller's account is credited against the bank's cash account."""
     return await _cash_movement(
-        db,
-        settings,
+        database,
         JournalKind.deposit,
         principal=principal,
         account_number=account_number,
@@ -321,8 +317,7 @@ async def deposit(
 
 
 async def withdraw(
-    db: AsyncSession,
-    settings: Settings,
+    database: Database,
     *,
     principal: Principal,
     account_number: str,
@@ -332,8 +327,7 @@ async def withdraw(
 ) -> Outcome:
     """Cash out: funds and the daily limit are checked under the account's lock."""
     return await _cash_movement(
-        db,
-        settings,
+        database,
         JournalKind.withdrawal,
         principal=principal,
         account_number=account_number,
@@ -346,8 +340,7 @@ async def withdraw(
 @queued
 @retry_on_conflict
 async def _cash_movement(
-    db: AsyncSession,
-    settings: Settings,
+    database: Database,
     kind: JournalKind,
     *,
     principal: Principal,
@@ -356,6 +349,7 @@ async def _cash_movement(
     description: str | None,
     idempotency_key: str | None,
 ) -> Outcome:
+    settings = database.settings
     outgoing = kind == JournalKind.withdrawal
     number = accounts.parse_number(account_number, field="account_number")
     check_amount(settings, amount)
@@ -366,8 +360,8 @@ async def _cash_movement(
         {"account_number": number, "amount": amount, "description": description},
     )
     async with (
-        audit.denials_recorded(db, actor=Actor.of(principal), action=f"transaction.{kind}"),
-        movement(db) as sql,
+        audit.denials_recorded(database, actor=Actor.of(principal), action=f"transaction.{kind}"),
+        movement(database) as sql,
     ):
         if idem and (replay := await idempotency.claim(sql, idem)):
             return replay
@@ -404,8 +398,7 @@ async def _cash_movement(
 @queued
 @retry_on_conflict
 async def transfer(
-    db: AsyncSession,
-    settings: Settings,
+    database: Database,
     *,
     principal: Principal,
     from_account: str,
@@ -414,6 +407,7 @@ async def transfer(
     description: str | None,
     idempotency_key: str | None,
 ) -> Outcome:
+    settings = database.settings
     source = accounts.parse_number(from_account, field="from_account")
     target = accounts.parse_number(to_account, field="to_account")
     if source == target:
@@ -430,8 +424,10 @@ async def transfer(
             "description": description,
         },
     )
-    async with audit.denials_recorded(db, actor=Actor.of(principal), action="transaction.transfer"):
-        async with movement(db) as sql:
+    async with audit.denials_recorded(
+        database, actor=Actor.of(principal), action="transaction.transfer"
+    ):
+        async with movement(database) as sql:
             if idem and (replay := await idempotency.claim(sql, idem)):
                 return replay
             customer_id = await accounts.lock_customer(sql, principal)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import fcntl
 import functools
 import logging
@@ -21,8 +22,9 @@ import os
 import random
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -411,19 +413,30 @@ async def unit_of_work(db: AsyncSession) -> AsyncIterator[AsyncSession]:
         yield db
 
 
-@asynccontextmanager
-async def movement(database: Database) -> AsyncIterator[Driver]:
-    """The money path's unit of work: one write transaction, all or nothing, like
-    `unit_of_work`, but driven only through the `Driver` (no ORM state to flush, no
-    session savepoint, no session at all): on SQLite a savepoint of the group commit's
-    batch, on PostgreSQL a pooled connection of its own."""
+async def movement(database: Database, body: Callable[[Driver], Coroutine[Any, Any, T]]) -> T:
+    """The money path's unit of work: `body` runs in one write transaction, all or
+    nothing, like `unit_of_work`, but driven only through the `Driver` (no ORM state to
+    flush, no session at all). On SQLite it runs in a savepoint of the group commit's
+    batch, back to back with the movements queued beside it (`GroupCommit.run`); on
+    PostgreSQL on a pooled connection of its own."""
     if database.group_commit is not None:
-        async with database.group_commit.unit(None) as sql:
-            assert sql is not None
-            yield sql
-        return
+        return await database.group_commit.run(body)
     async with database.engine.connect() as connection, connection.begin():
-        yield await _driver_of(connection)
+        return await body(await _driver_of(connection))
+
+
+@dataclass(slots=True)
+class _Queued:
+    """A movement waiting for its batch: what to run, in which context, and where its
+    caller waits for the answer."""
+
+    body: Callable[[Driver], Coroutine[Any, Any, Any]]
+    context: contextvars.Context
+    answer: asyncio.Future[Any]
+
+
+class BodyWaited(RuntimeError):
+    """A movement's body waited on something inside the write transaction."""
 
 
 class GroupCommit:
@@ -434,7 +447,13 @@ class GroupCommit:
 
     Units run one at a time (SQLite has one writer anyway); across processes the batch
     holds the writer file lock, so another worker's batch follows as soon as it commits.
-    This is the group commit that fast ledgers use to go past one fsync per payment."""
+    This is the group commit that fast ledgers use to go past one fsync per payment.
+
+    Money movements (`run`) go further: they queue, and one leader task runs every
+    queued body back to back, each in its own savepoint, without giving the event loop a
+    turn in between. The write lock is then held for the statements and the commit only,
+    not for the HTTP work of other requests that would otherwise run between two units
+    (with two workers, that time is the other worker's wait)."""
 
     MAX_UNITS = 64
     YIELDS = 3
@@ -448,6 +467,8 @@ class GroupCommit:
         self._committed: asyncio.Future[None] | None = None
         self._units = 0
         self._broken = False
+        self._queue: list[_Queued] = []
+        self._leader: asyncio.Task[None] | None = None
 
     async def _open(self) -> None:
         file_lock = self.database.writer_file_lock
@@ -500,9 +521,10 @@ class GroupCommit:
         return self._waiting == 0 or self._units >= self.MAX_UNITS
 
     @asynccontextmanager
-    async def unit(self, db: AsyncSession | None) -> AsyncIterator[Driver | None]:
-        """A savepoint in the batch: the session's (`unit_of_work`), or with no session
-        one made directly on the driver connection (`movement`), which yields it."""
+    async def _turn(self) -> AsyncIterator[AsyncConnection]:
+        """This process's write slot, in the open batch (opened if there is none). On
+        the way out the batch commits, unless another writer is about to join it; either
+        way this returns only once the batch is durable (or raises if it is not)."""
         self._waiting += 1
         try:
             await self._slot.acquire()
@@ -514,14 +536,7 @@ class GroupCommit:
                 await self._open()
             assert self._connection is not None
             committed = self._committed
-            if db is None:
-                async with self._driver_savepoint() as sql:
-                    yield sql
-                self._units += 1
-            else:
-                async with self._session_savepoint(db):
-                    yield None
-                self._units += 1
+            yield self._connection
         finally:
             try:
                 if self._connection is not None:
@@ -538,38 +553,106 @@ class GroupCommit:
             await asyncio.shield(committed)
 
     @asynccontextmanager
-    async def _session_savepoint(self, db: AsyncSession) -> AsyncIterator[None]:
-        session = db.sync_session
-        db.bind = self._connection  # SQLAlchemy 2.1: also rebinds the sync session
-        session.join_transaction_mode = "create_savepoint"
-        try:
-            async with db.begin():
-                yield
-        except BaseException:
-            assert self._connection is not None
-            if not (await _driver_of(self._connection)).in_transaction():
-                self._broken = True
-            raise
-        finally:
-            db.bind = self.database.engine
-            session.join_transaction_mode = "conservative_savepoint"
+    async def unit(self, db: AsyncSession) -> AsyncIterator[None]:
+        """A session's unit of work (`unit_of_work`) as a savepoint in the batch."""
+        async with self._turn() as connection:
+            session = db.sync_session
+            db.bind = connection  # SQLAlchemy 2.1: also rebinds the sync session
+            session.join_transaction_mode = "create_savepoint"
+            try:
+                async with db.begin():
+                    yield
+            except BaseException:
+                if not (await _driver_of(connection)).in_transaction():
+                    self._broken = True
+                raise
+            finally:
+                db.bind = self.database.engine
+                session.join_transaction_mode = "conservative_savepoint"
+            self._units += 1
 
-    @asynccontextmanager
-    async def _driver_savepoint(self) -> AsyncIterator[Driver]:
-        assert self._connection is not None
-        sql = await _driver_of(self._connection)
-        assert isinstance(sql, _SQLiteDriver)
-        sql.execute_plain("SAVEPOINT movement")
+    async def run(self, body: Callable[[Driver], Coroutine[Any, Any, T]]) -> T:
+        """Queue a movement for the leader and wait for its answer, which comes once the
+        batch it ran in has committed. A caller that gives up (cancelled) before its
+        body ran is skipped; once the body ran, its batch commits as usual."""
+        answer: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Queued(body, contextvars.copy_context(), answer))
+        if self._leader is None:
+            self._leader = asyncio.create_task(self._lead(), name="group-commit")
+        return await answer
+
+    async def _lead(self) -> None:
+        ran: list[tuple[_Queued, Any, BaseException | None]] = []
+        opened = False
         try:
-            yield sql
-        except BaseException:
-            if sql.in_transaction():
-                sql.execute_plain("ROLLBACK TO movement")
-                sql.execute_plain("RELEASE movement")
-            else:  # SQLite rolled the whole batch back: every unit in it is lost
-                self._broken = True
-            raise
-        sql.execute_plain("RELEASE movement")
+            async with self._turn() as connection:
+                opened = True
+                sql = await _driver_of(connection)
+                assert isinstance(sql, _SQLiteDriver)
+                # Everything queued while the slot and the write lock were awaited, and
+                # whatever queues while this runs: no loop turn happens in between.
+                while self._queue and not self._broken and self._units < self.MAX_UNITS:
+                    queued = self._queue.pop(0)
+                    if not queued.answer.done():  # its caller gave up before it ran
+                        ran.append(self._run_body(sql, queued))
+                        self._units += 1
+                # Who queues from now on is led by the next leader, which joins this batch
+                # if it is still open (the slot's waiter keeps it open).
+                self._leader = None
+                if self._queue:
+                    self._leader = asyncio.create_task(self._lead(), name="group-commit")
+        except BaseException as exc:
+            if not opened:  # no batch (say, "database is locked"): every caller retries
+                ran = [(queued, None, None) for queued in self._queue]
+                self._queue = []
+            if self._leader is asyncio.current_task():
+                self._leader = None
+            for queued, _, error in ran:  # the batch is not durable: nothing of it happened
+                _answer(queued, error=error or exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for queued, result, error in ran:
+            _answer(queued, result=result, error=error)
+
+    def _run_body(
+        self, sql: _SQLiteDriver, queued: _Queued
+    ) -> tuple[_Queued, Any, BaseException | None]:
+        """One movement in its own savepoint, run to the end at once in its caller's
+        context (request id, client address). The money path never waits inside the
+        transaction on SQLite (each statement is a plain call), so one step finishes
+        it; a body that does wait is refused and rolled back."""
+        sql.execute_plain("SAVEPOINT movement")
+        coroutine = queued.body(sql)
+        try:
+            queued.context.run(coroutine.send, None)
+        except StopIteration as finished:
+            sql.execute_plain("RELEASE movement")
+            return queued, finished.value, None
+        except Exception as exc:
+            self._roll_back_savepoint(sql)
+            return queued, None, exc
+        coroutine.close()
+        self._roll_back_savepoint(sql)
+        return queued, None, BodyWaited("a movement waited inside its write transaction")
+
+    def _roll_back_savepoint(self, sql: _SQLiteDriver) -> None:
+        if sql.in_transaction():
+            sql.execute_plain("ROLLBACK TO movement")
+            sql.execute_plain("RELEASE movement")
+        else:  # SQLite rolled the whole batch back: every unit in it is lost
+            self._broken = True
+
+
+def _answer(queued: _Queued, *, result: Any = None, error: BaseException | None = None) -> None:
+    if queued.answer.done():  # the caller gave up waiting
+        return
+    if isinstance(error, asyncio.CancelledError):
+        queued.answer.cancel()
+    elif error is not None:
+        queued.answer.set_exception(error)
+    else:
+        queued.answer.set_result(result)
 
 
 def is_retryable(exc: BaseException) -> bool:

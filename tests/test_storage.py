@@ -6,8 +6,10 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event, text
 
-from app.db import Sql, driver, movement
+from app.db import BodyWaited, Driver, Sql, driver, movement
+from app.problems import request_id_var
 from app.services import audit
 from app.services.audit import SYSTEM
 from tests.helpers import wait_for
@@ -55,34 +57,118 @@ async def test_a_batch_that_sqlite_rolled_back_acknowledges_none_of_its_units(da
     if not database.is_sqlite:  # PostgreSQL has no shared batch: each movement commits
         assert database.group_commit is None
         return
-    entered, release = asyncio.Event(), asyncio.Event()
 
-    async def first() -> None:
-        async with movement(database) as sql:
-            await audit.append(sql, actor=SYSTEM, action="test.first")
-            entered.set()
-            await release.wait()  # the second unit queues behind this one: same batch
+    async def first(sql: Driver) -> str:
+        await audit.append(sql, actor=SYSTEM, action="test.first")
+        return "done"
 
-    async def second() -> None:
-        await entered.wait()
-        async with movement(database) as sql:
-            sql.execute_plain("ROLLBACK")  # what SQLite does on SQLITE_FULL / SQLITE_IOERR
-            raise OSError("disk I/O error")
+    async def second(sql: Driver) -> None:
+        sql.execute_plain("ROLLBACK")  # what SQLite does on SQLITE_FULL / SQLITE_IOERR
+        raise OSError("disk I/O error")
 
-    tasks = [asyncio.create_task(first()), asyncio.create_task(second())]
-    await entered.wait()
-    for _ in range(5):
-        await asyncio.sleep(0)
-    release.set()
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    assert isinstance(results[1], OSError)
+    # Queued together: the same batch, first before second.
+    results = await asyncio.gather(
+        movement(database, first), movement(database, second), return_exceptions=True
+    )
+    assert isinstance(results[1], OSError)  # its own error
     with pytest.raises(Exception, match="rolled back"):
         raise results[0]  # not acknowledged
     assert not [r for r in await _actions(database) if r == "test.first"]
     # The next batch starts clean.
-    async with movement(database) as sql:
-        await audit.append(sql, actor=SYSTEM, action="test.after")
+    await movement(database, _append("test.after"))
     assert "test.after" in await _actions(database)
+
+
+def _append(action: str):  # type: ignore[no-untyped-def]
+    async def body(sql: Driver) -> str:
+        await audit.append(sql, actor=SYSTEM, action=action)
+        return action
+
+    return body
+
+
+async def test_queued_movements_run_back_to_back_in_one_batch_each_in_its_own_context(database):
+    """Movements queued together share one commit, run one after the other without the
+    event loop turning in between, each in its own savepoint and with its own caller's
+    context (the audit record carries each request's id); a failing one rolls back
+    alone."""
+
+    async def as_request(request_id: str, body):  # type: ignore[no-untyped-def]
+        request_id_var.set(request_id)
+        return await movement(database, body)
+
+    async def fails(sql: Driver) -> None:
+        await audit.append(sql, actor=SYSTEM, action="test.failed")
+        raise ValueError("refused")
+
+    commits = 0
+    if database.is_sqlite:
+        sync_engine = database.engine.sync_engine
+
+        def count(_conn: object) -> None:
+            nonlocal commits
+            commits += 1
+
+        event.listen(sync_engine, "commit", count)
+    try:
+        results = await asyncio.gather(
+            as_request("req-a", _append("test.a")),
+            as_request("req-b", fails),
+            as_request("req-c", _append("test.c")),
+            return_exceptions=True,
+        )
+    finally:
+        if database.is_sqlite:
+            event.remove(sync_engine, "commit", count)
+    assert results[0] == "test.a" and results[2] == "test.c"
+    assert isinstance(results[1], ValueError)
+    async with database.session() as db:
+        rows = (
+            await db.execute(
+                text(
+                    "SELECT action, request_id FROM audit_log"
+                    " WHERE action LIKE 'test.%' ORDER BY seq"
+                )
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [("test.a", "req-a"), ("test.c", "req-c")]
+    if database.is_sqlite:
+        assert commits == 1
+
+
+async def test_a_movement_that_waits_inside_its_transaction_is_refused(database):
+    """On SQLite a movement's body runs to its end in one go, holding the write lock for
+    its statements only; one that awaits something else (a sleep, a network call) is
+    rolled back with an error rather than holding every other writer."""
+    if not database.is_sqlite:
+        assert database.group_commit is None
+        return
+
+    async def waits(sql: Driver) -> None:
+        await audit.append(sql, actor=SYSTEM, action="test.waited")
+        await asyncio.sleep(0.01)
+
+    results = await asyncio.gather(
+        movement(database, waits), movement(database, _append("test.next")), return_exceptions=True
+    )
+    assert isinstance(results[0], BodyWaited)
+    assert results[1] == "test.next"
+    actions = await _actions(database)
+    assert "test.waited" not in actions and "test.next" in actions
+
+
+async def test_a_caller_that_gives_up_before_its_movement_ran_changes_nothing(database):
+    if not database.is_sqlite:
+        assert database.group_commit is None
+        return
+    abandoned = asyncio.ensure_future(movement(database, _append("test.abandoned")))
+    await asyncio.sleep(0)  # queued; the leader has not run it yet
+    abandoned.cancel()
+    assert await movement(database, _append("test.kept")) == "test.kept"
+    with pytest.raises(asyncio.CancelledError):
+        await abandoned
+    actions = await _actions(database)
+    assert "test.abandoned" not in actions and "test.kept" in actions
 
 
 async def _actions(database) -> list[str]:  # type: ignore[no-untyped-def]

@@ -359,10 +359,8 @@ async def _cash_movement(
         kind,
         {"account_number": number, "amount": amount, "description": description},
     )
-    async with (
-        audit.denials_recorded(database, actor=Actor.of(principal), action=f"transaction.{kind}"),
-        movement(database) as sql,
-    ):
+
+    async def body(sql: Driver) -> Outcome:
         if idem and (replay := await idempotency.claim(sql, idem)):
             return replay
         customer_id = await accounts.lock_customer(sql, principal)
@@ -394,6 +392,11 @@ async def _cash_movement(
         )
         return await _finish(sql, principal, idem, journal, view)
 
+    async with audit.denials_recorded(
+        database, actor=Actor.of(principal), action=f"transaction.{kind}"
+    ):
+        return await movement(database, body)
+
 
 @queued
 @retry_on_conflict
@@ -424,40 +427,43 @@ async def transfer(
             "description": description,
         },
     )
+
+    async def body(sql: Driver) -> Outcome:
+        if idem and (replay := await idempotency.claim(sql, idem)):
+            return replay
+        customer_id = await accounts.lock_customer(sql, principal)
+        locked = await accounts.lock_accounts_for_movement(sql, [source, target])
+        src = accounts.owned(locked.get(source), principal, source, "from_account")
+        dst = locked.get(target)
+        if dst is None or dst.kind != "customer":
+            raise accounts.AccountNotFound(f"No account {target}.", field="to_account")
+        accounts.check_active(src, "from_account")
+        accounts.check_active(dst, "to_account")
+        if src.currency != dst.currency:
+            raise CurrencyMismatch(
+                f"Account {source} is in {src.currency}, account {target} in {dst.currency}.",
+                field="to_account",
+            )
+        check_funds(src, amount)
+        await check_daily_limit(sql, settings, customer_id, amount)
+        journal, balances = await post_journal(
+            sql,
+            kind=JournalKind.transfer,
+            amount=amount,
+            currency=src.currency,
+            lines=[(src, -amount), (dst, amount)],
+            description=description,
+            customer_id=customer_id,
+            initiated_by=principal.user_id,
+            from_account=src,
+            to_account=dst,
+        )
+        view = transaction_view(
+            journal, from_number=source, to_number=target, balance_after=balances[src.id]
+        )
+        return await _finish(sql, principal, idem, journal, view)
+
     async with audit.denials_recorded(
         database, actor=Actor.of(principal), action="transaction.transfer"
     ):
-        async with movement(database) as sql:
-            if idem and (replay := await idempotency.claim(sql, idem)):
-                return replay
-            customer_id = await accounts.lock_customer(sql, principal)
-            locked = await accounts.lock_accounts_for_movement(sql, [source, target])
-            src = accounts.owned(locked.get(source), principal, source, "from_account")
-            dst = locked.get(target)
-            if dst is None or dst.kind != "customer":
-                raise accounts.AccountNotFound(f"No account {target}.", field="to_account")
-            accounts.check_active(src, "from_account")
-            accounts.check_active(dst, "to_account")
-            if src.currency != dst.currency:
-                raise CurrencyMismatch(
-                    f"Account {source} is in {src.currency}, account {target} in {dst.currency}.",
-                    field="to_account",
-                )
-            check_funds(src, amount)
-            await check_daily_limit(sql, settings, customer_id, amount)
-            journal, balances = await post_journal(
-                sql,
-                kind=JournalKind.transfer,
-                amount=amount,
-                currency=src.currency,
-                lines=[(src, -amount), (dst, amount)],
-                description=description,
-                customer_id=customer_id,
-                initiated_by=principal.user_id,
-                from_account=src,
-                to_account=dst,
-            )
-            view = transaction_view(
-                journal, from_number=source, to_number=target, balance_after=balances[src.id]
-            )
-            return await _finish(sql, principal, idem, journal, view)
+        return await movement(database, body)

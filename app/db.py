@@ -352,7 +352,8 @@ class _SQLiteDriver(Driver):
     def timestamp(self, value: datetime) -> Any:
         if value.tzinfo is None:  # as UTCDateTime does: never guess a naive time's zone
             raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        # "%Y-%m-%d %H:%M:%S.%f", the format SQLAlchemy stores, at half strftime's cost
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
     def json(self, value: Any) -> Any:
         return orjson.loads(value)

@@ -20,6 +20,15 @@ from app.services import jobs
 from app.settings import Settings, load_settings
 
 REGISTRATION_PATH = "/api/customers/register"
+OPENAPI_TAGS = [
+    {"name": "health", "description": "Liveness and readiness probes."},
+    {"name": "auth", "description": "Tokens, password change, who am I (API.md §2)."},
+    {"name": "customers", "description": "Registration with KYC, and customer profiles."},
+    {"name": "accounts", "description": "Opening, reading, closing; statements."},
+    {"name": "transactions", "description": "Deposits, withdrawals, transfers and history."},
+    {"name": "admin", "description": "Staff users; freezing, unfreezing and closing accounts."},
+    {"name": "audit", "description": "The hash-chained audit trail; chain and ledger checks."},
+]
 METRICS_PATH = "/metrics"
 
 
@@ -53,16 +62,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Core banking backend: customers, accounts, ledger, audit.",
         lifespan=lifespan,
         redirect_slashes=False,
+        openapi_tags=OPENAPI_TAGS,
     )
     app.state.settings = settings
     app.state.database = database
     app.state.security = Security(settings)
     install_error_handlers(app)
     app.openapi = lambda: _openapi_with_flat_forms(app)  # type: ignore[method-assign]
+    # Routes are matched in order, at ~3 us per route passed (FastAPI 0.16x): the money
+    # path and accounts come first, then customers, auth, admin and audit. The docs keep
+    # their own order (OPENAPI_TAGS).
     for router in (
-        public.router,
-        customer.router,
         customer.banking,
+        customer.router,
+        public.router,
         admin.router,
         auditor.router,
     ):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -17,6 +19,7 @@ from app.errors import InvalidToken
 from app.settings import Settings
 
 ALGORITHMS = ["HS256"]
+VERIFIED_TOKENS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,7 @@ class Security:
             argon2__memory_cost=settings.argon2_memory_kib,
             argon2__parallelism=1,
         )
+        self._verified: OrderedDict[str, tuple[Principal, int]] = OrderedDict()
 
     @cached_property
     def _dummy_hash(self) -> str:
@@ -70,6 +74,26 @@ class Security:
         return token, int(lifetime.total_seconds())
 
     def decode_access_token(self, token: str) -> Principal:
+        """The caller of a valid access token. A token verified once is remembered with
+        its expiry (the 4,096 most recently used), so a client's next requests skip the
+        signature check and the claims parsing (~80 us with python-jose, a tenth of a
+        transfer's CPU); the expiry is checked on every use, as a gateway's JWT cache
+        does. Only verified tokens are remembered, keyed by the whole token string."""
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            principal, expires = remembered
+            if time.time() < expires:
+                self._verified.move_to_end(token)
+                return principal
+            del self._verified[token]
+            raise InvalidToken("The access token is invalid or has expired.")
+        principal, expires = self._verify(token)
+        self._verified[token] = (principal, expires)
+        if len(self._verified) > VERIFIED_TOKENS:
+            self._verified.popitem(last=False)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, int]:
         try:
             claims = jwt.decode(
                 token,
@@ -83,12 +107,13 @@ class Security:
                 },
             )
             cid = claims.get("cid")
-            return Principal(
+            principal = Principal(
                 user_id=int(claims["sub"]),
                 role=str(claims["role"]),
                 customer_id=int(cid) if cid is not None else None,
                 username=str(claims.get("usr", "")),
             )
+            return principal, int(claims["exp"])
         except (JWTError, KeyError, ValueError, TypeError) as exc:
             raise InvalidToken("The access token is invalid or has expired.") from exc
 

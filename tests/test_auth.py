@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -15,8 +16,9 @@ import pytest
 from jose import jwt
 from sqlalchemy import select
 
+from app.errors import InvalidToken
 from app.models import LoginThrottle, RefreshToken, User
-from app.security import Principal
+from app.security import Principal, Security
 from tests.helpers import audit_records, count, execute, problem, registration_form
 
 PASSWORD = "correct-horse-battery"
@@ -506,3 +508,23 @@ async def test_access_tokens_carry_the_contract_claims(bank, settings):
     assert {"exp", "iat", "sub", "role", "jti"} <= set(claims)
     assert claims["exp"] - claims["iat"] == settings.access_token_minutes * 60
     assert await count(bank.app.state.database, User) == 1
+
+
+def test_a_remembered_token_still_expires_and_a_changed_one_is_verified_afresh(
+    settings, monkeypatch
+):
+    """Verified access tokens are remembered (a gateway's JWT cache): the expiry is still
+    checked on every use, and any other string (a tampered copy) is verified in full."""
+    security = Security(settings)
+    token, lifetime = security.create_access_token(Principal(7, "customer", 3, "jack"))
+    first = security.decode_access_token(token)
+    assert security.decode_access_token(token) is first  # remembered, not re-parsed
+    header, payload, signature = token.split(".")
+    escalated = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    escalated["role"] = "admin"
+    with pytest.raises(InvalidToken):
+        security.decode_access_token(f"{header}.{_b64(json.dumps(escalated).encode())}.{signature}")
+    later = time.time() + lifetime + 1
+    monkeypatch.setattr("app.security.time.time", lambda: later)
+    with pytest.raises(InvalidToken):
+        security.decode_access_token(token)

@@ -362,14 +362,15 @@ class _SQLiteDriver(Driver):
 class _PostgresDriver(Driver):
     is_sqlite = False
 
-    def __init__(self, adapted: Any) -> None:
+    def __init__(self, adapted: Any, *, begun: bool = False) -> None:
         self._adapted = adapted  # SQLAlchemy's asyncpg adapter: it tracks the transaction
         self._connection = adapted.driver_connection
+        self._begun = begun
 
     async def begin(self) -> None:
         # SQLAlchemy's adapter sends BEGIN lazily, with its first statement; a unit of
         # work whose first statement goes through here must start it the same way.
-        if self._adapted._transaction is None:
+        if not self._begun and self._adapted._transaction is None:
             await self._adapted._start_transaction()
 
     async def one(self, sql: Sql, *args: Any) -> Any:
@@ -422,8 +423,10 @@ async def movement(database: Database, body: Callable[[Driver], Coroutine[Any, A
     PostgreSQL on a pooled connection of its own."""
     if database.group_commit is not None:
         return await database.group_commit.run(body)
-    async with database.engine.connect() as connection, connection.begin():
-        return await body(await _driver_of(connection))
+    async with database.engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        async with raw.driver_connection.transaction():
+            return await body(_PostgresDriver(raw.dbapi_connection, begun=True))
 
 
 @dataclass(slots=True)

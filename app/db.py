@@ -541,6 +541,10 @@ class GroupCommit:
             assert self._connection is not None
             committed = self._committed
             yield self._connection
+        except BaseException:
+            if committed is not None:  # this error is what the caller hears, not the batch's
+                committed.add_done_callback(_retrieve)
+            raise
         finally:
             try:
                 if self._connection is not None:
@@ -597,9 +601,18 @@ class GroupCommit:
                 # whatever queues while this runs: no loop turn happens in between.
                 while self._queue and not self._broken and self._units < self.MAX_UNITS:
                     queued = self._queue.pop(0)
-                    if not queued.answer.done():  # its caller gave up before it ran
+                    if queued.answer.done():  # its caller gave up before it ran
+                        continue
+                    try:
                         ran.append(self._run_body(sql, queued))
-                        self._units += 1
+                    except BaseException:
+                        # Not the body's own error (_run_body keeps those): the batch
+                        # cannot be trusted, so none of it commits, and every caller in
+                        # it, this one too, hears why.
+                        ran.append((queued, None, None))
+                        self._broken = True
+                        raise
+                    self._units += 1
                 # Who queues from now on is led by the next leader, which joins this batch
                 # if it is still open (the slot's waiter keeps it open).
                 self._leader = None
@@ -646,6 +659,11 @@ class GroupCommit:
             sql.execute_plain("RELEASE movement")
         else:  # SQLite rolled the whole batch back: every unit in it is lost
             self._broken = True
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # read, so asyncio does not log it as never retrieved
 
 
 def _answer(queued: _Queued, *, result: Any = None, error: BaseException | None = None) -> None:

@@ -425,8 +425,21 @@ async def movement(database: Database, body: Callable[[Driver], Coroutine[Any, A
         return await database.group_commit.run(body)
     async with database.engine.connect() as connection:
         raw = await connection.get_raw_connection()
-        async with raw.driver_connection.transaction():
-            return await body(_PostgresDriver(raw.dbapi_connection, begun=True))
+        asyncpg_connection = raw.driver_connection
+        try:
+            async with asyncpg_connection.transaction():
+                return await body(_PostgresDriver(raw.dbapi_connection, begun=True))
+        except BaseException as exc:
+            # SQLAlchemy does not know about asyncpg's transaction: a connection that a
+            # cancellation interrupted (at BEGIN, or in the rollback) or that died is
+            # thrown away, never handed to the next movement half inside a transaction.
+            if (
+                not isinstance(exc, Exception)
+                or asyncpg_connection.is_closed()
+                or asyncpg_connection.is_in_transaction()
+            ):
+                await connection.invalidate()
+            raise
 
 
 @dataclass(slots=True)
@@ -480,8 +493,12 @@ class GroupCommit:
             await file_lock.acquire()
         try:
             connection = await self.database.engine.connect()
-            await connection.execution_options(**{WRITE_OPTION: True})
-            self._transaction = await connection.begin()
+            try:
+                await connection.execution_options(**{WRITE_OPTION: True})
+                self._transaction = await connection.begin()
+            except BaseException:
+                await connection.close()
+                raise
         except BaseException:
             if file_lock is not None:
                 file_lock.release()
@@ -510,9 +527,13 @@ class GroupCommit:
             committed.set_result(None)
         finally:
             self._transaction = None
-            await connection.close()
-            if self.database.writer_file_lock is not None:
-                self.database.writer_file_lock.release()
+            try:
+                await connection.close()
+            except Exception:  # the batch's outcome is settled; only the connection is lost
+                log.exception("closing the group commit's connection failed")
+            finally:
+                if self.database.writer_file_lock is not None:
+                    self.database.writer_file_lock.release()
 
     async def _batch_is_complete(self) -> bool:
         """Statements run on the event loop without yielding, so requests that arrived
@@ -532,8 +553,15 @@ class GroupCommit:
         self._waiting += 1
         try:
             await self._slot.acquire()
-        finally:
+        except asyncio.CancelledError:
             self._waiting -= 1
+            if self._connection is not None and not self._slot.locked() and not self._waiting:
+                # The holder left the batch open for this writer, which gave up: nobody
+                # else is coming to commit it, and it holds the write lock.
+                async with self._slot:
+                    await asyncio.shield(self._close())
+            raise
+        self._waiting -= 1
         committed: asyncio.Future[None] | None = None
         try:
             if self._connection is None:
@@ -585,7 +613,7 @@ class GroupCommit:
         body ran is skipped; once the body ran, its batch commits as usual."""
         answer: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append(_Queued(body, contextvars.copy_context(), answer))
-        if self._leader is None:
+        if self._leader is None or self._leader.done():
             self._leader = asyncio.create_task(self._lead(), name="group-commit")
         return await answer
 
@@ -622,8 +650,13 @@ class GroupCommit:
             if not opened:  # no batch (say, "database is locked"): every caller retries
                 ran = [(queued, None, None) for queued in self._queue]
                 self._queue = []
+            if not isinstance(exc, Exception):  # cancelled (shutdown): so are the rest
+                ran += [(queued, None, None) for queued in self._queue]
+                self._queue = []
             if self._leader is asyncio.current_task():
                 self._leader = None
+                if self._queue:  # who queued behind this batch goes in the next one
+                    self._leader = asyncio.create_task(self._lead(), name="group-commit")
             for queued, _, error in ran:  # the batch is not durable: nothing of it happened
                 _answer(queued, error=error or exc)
             if not isinstance(exc, Exception):

@@ -13,7 +13,7 @@ from typing import TypeVar
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import Driver, Sql, database_of, driver, retry_on_conflict, unit_of_work
+from app.db import Driver, Sql, driver, retry_on_conflict, unit_of_work
 from app.errors import (
     AccountNotActive,
     AccountNotFound,
@@ -209,9 +209,7 @@ async def list_accounts(
 
 async def get_account(db: AsyncSession, *, principal: Principal, number: str) -> Account:
     number = parse_number(number, field="account_number")
-    async with audit.denials_recorded(
-        database_of(db), actor=Actor.of(principal), action="account.read"
-    ):
+    async with audit.denials_recorded(db, actor=Actor.of(principal), action="account.read"):
         account = await db.scalar(select(Account).where(Account.number == number))
         return owned(account, principal, number, "account_number")
 
@@ -219,9 +217,7 @@ async def get_account(db: AsyncSession, *, principal: Principal, number: str) ->
 @retry_on_conflict
 async def close_account(db: AsyncSession, *, principal: Principal, number: str) -> Account:
     number = parse_number(number, field="account_number")
-    async with audit.denials_recorded(
-        database_of(db), actor=Actor.of(principal), action="account.close"
-    ):
+    async with audit.denials_recorded(db, actor=Actor.of(principal), action="account.close"):
         async with unit_of_work(db):
             account = owned(
                 (await lock_accounts(db, [number])).get(number), principal, number, "account_number"

@@ -11,6 +11,7 @@ unbroken chain.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -229,10 +230,13 @@ async def list_records(
 
 
 @asynccontextmanager
-async def denials_recorded(database: Database, *, actor: Actor, action: str) -> AsyncIterator[None]:
+async def denials_recorded(
+    owner: AsyncSession | Database, *, actor: Actor, action: str
+) -> AsyncIterator[None]:
     """Audit a request refused because the object is someone else's. The refusal rolled
-    back the service's transaction, so the record is written in a session and
-    transaction of its own (the money path has no session at all)."""
+    back the service's transaction, so the record is written in a transaction of its own:
+    on the caller's session (its read ends first, so a request never holds two pooled
+    connections), or, for the money path, which has no session, on a session of its own."""
     from app.db import unit_of_work
 
     try:
@@ -241,13 +245,19 @@ async def denials_recorded(database: Database, *, actor: Actor, action: str) -> 
         if exc.denied_entity is None:
             raise
         entity_type, entity_id = exc.denied_entity
-        async with database.session() as db, unit_of_work(db):
-            await record(
-                db,
-                actor=actor,
-                action=action,
-                entity_type=entity_type,
-                entity_id=entity_id,
-                outcome="denied",
+        async with contextlib.AsyncExitStack() as stack:
+            db = (
+                owner
+                if isinstance(owner, AsyncSession)
+                else await stack.enter_async_context(owner.session())
             )
+            async with unit_of_work(db):
+                await record(
+                    db,
+                    actor=actor,
+                    action=action,
+                    entity_type=entity_type,
+                    entity_id=entity_id,
+                    outcome="denied",
+                )
         raise

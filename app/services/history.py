@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import CompoundSelect, Select, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import database_of
 from app.errors import TransactionNotFound
 from app.models import Account, Entry, Journal
 from app.security import Principal
@@ -136,9 +135,7 @@ async def list_transactions(
 async def get_transaction(
     db: AsyncSession, *, principal: Principal, transaction_id: str
 ) -> dict[str, Any]:
-    async with audit.denials_recorded(
-        database_of(db), actor=Actor.of(principal), action="transaction.read"
-    ):
+    async with audit.denials_recorded(db, actor=Actor.of(principal), action="transaction.read"):
         journal_id = (
             int(transaction_id) if transaction_id.isdigit() and len(transaction_id) <= 18 else None
         )

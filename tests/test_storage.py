@@ -211,3 +211,26 @@ async def test_a_failure_of_the_batch_itself_commits_none_of_it(database, monkey
     actions = await _actions(database)
     assert "test.one" not in actions and "test.two" not in actions
     assert await movement(database, _append("test.after")) == "test.after"
+
+
+async def test_queued_movements_run_with_no_event_loop_turn_between_them(database):
+    """What keeps the write lock short: once the leader runs, the queued bodies follow
+    one another directly; nothing else the event loop has (other requests' HTTP work)
+    runs in between."""
+    if not database.is_sqlite:
+        assert database.group_commit is None
+        return
+    turned: list[bool] = []
+    loop_turned = asyncio.Event()
+
+    async def first(sql: Driver) -> None:
+        asyncio.get_running_loop().call_soon(loop_turned.set)
+        await audit.append(sql, actor=SYSTEM, action="test.first")
+
+    async def later(sql: Driver) -> None:
+        turned.append(loop_turned.is_set())
+        await audit.append(sql, actor=SYSTEM, action="test.later")
+
+    await asyncio.gather(movement(database, first), *(movement(database, later) for _ in range(5)))
+    assert turned == [False] * 5
+    assert loop_turned.is_set()

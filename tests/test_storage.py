@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 
 import pytest
 from sqlalchemy import event, text
 
-from app.db import BodyWaited, Driver, Sql, _SQLiteDriver, driver, movement
+from app.db import BodyWaited, Driver, Sql, driver, movement
 from app.problems import request_id_var
 from app.services import audit
 from app.services.audit import SYSTEM
@@ -179,38 +178,6 @@ async def _actions(database) -> list[str]:  # type: ignore[no-untyped-def]
     async with database.session() as db:
         sql = await driver(db)
         return [row[0] for row in await sql.all(_ACTIONS)]
-
-
-async def test_a_failure_of_the_batch_itself_commits_none_of_it(database, monkeypatch):
-    """Past a body's own error (rolled back alone), anything that fails in the leader
-    (here the SAVEPOINT before the second body) fails the whole batch: every caller hears
-    it and nothing of the batch commits, so no caller is told "failed" about a movement
-    that stayed."""
-    if not database.is_sqlite:
-        assert database.group_commit is None
-        return
-    real = _SQLiteDriver.execute_plain
-    savepoints = 0
-
-    def flaky(self, statement: str) -> None:  # type: ignore[no-untyped-def]
-        nonlocal savepoints
-        if statement.startswith("SAVEPOINT"):
-            savepoints += 1
-            if savepoints == 2:
-                raise sqlite3.OperationalError("disk I/O error")
-        real(self, statement)
-
-    monkeypatch.setattr(_SQLiteDriver, "execute_plain", flaky)
-    results = await asyncio.gather(
-        movement(database, _append("test.one")),
-        movement(database, _append("test.two")),
-        return_exceptions=True,
-    )
-    monkeypatch.setattr(_SQLiteDriver, "execute_plain", real)
-    assert all(isinstance(r, sqlite3.OperationalError) for r in results), results
-    actions = await _actions(database)
-    assert "test.one" not in actions and "test.two" not in actions
-    assert await movement(database, _append("test.after")) == "test.after"
 
 
 async def test_queued_movements_run_with_no_event_loop_turn_between_them(database):

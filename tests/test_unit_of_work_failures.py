@@ -48,6 +48,9 @@ async def _backend_states(database) -> list[str]:  # type: ignore[no-untyped-def
 
 
 async def test_callers_queued_behind_a_failed_batch_are_still_answered(database, monkeypatch):
+    """Past a body's own error (rolled back alone), anything that fails in the leader
+    (here the SAVEPOINT before the second body) fails its whole batch: every caller in it
+    hears so and none of it commits. Who queued behind goes in the next batch."""
     if not database.is_sqlite:
         assert database.group_commit is None
         return

@@ -22,6 +22,7 @@ import os
 import random
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -484,7 +485,7 @@ class GroupCommit:
         self._committed: asyncio.Future[None] | None = None
         self._units = 0
         self._broken = False
-        self._queue: list[_Queued] = []
+        self._queue: deque[_Queued] = deque()
         self._leader: asyncio.Task[None] | None = None
 
     async def _open(self) -> None:
@@ -628,7 +629,7 @@ class GroupCommit:
                 # Everything queued while the slot and the write lock were awaited, and
                 # whatever queues while this runs: no loop turn happens in between.
                 while self._queue and not self._broken and self._units < self.MAX_UNITS:
-                    queued = self._queue.pop(0)
+                    queued = self._queue.popleft()
                     if queued.answer.done():  # its caller gave up before it ran
                         continue
                     try:
@@ -643,20 +644,16 @@ class GroupCommit:
                     self._units += 1
                 # Who queues from now on is led by the next leader, which joins this batch
                 # if it is still open (the slot's waiter keeps it open).
-                self._leader = None
-                if self._queue:
-                    self._leader = asyncio.create_task(self._lead(), name="group-commit")
+                self._hand_on()
         except BaseException as exc:
-            if not opened:  # no batch (say, "database is locked"): every caller retries
-                ran = [(queued, None, None) for queued in self._queue]
-                self._queue = []
-            if not isinstance(exc, Exception):  # cancelled (shutdown): so are the rest
+            # No batch (say, "database is locked": every caller retries) or cancelled
+            # (shutdown): the whole queue hears it. Otherwise who queued behind this
+            # batch goes in the next one.
+            if not opened or not isinstance(exc, Exception):
                 ran += [(queued, None, None) for queued in self._queue]
-                self._queue = []
+                self._queue.clear()
             if self._leader is asyncio.current_task():
-                self._leader = None
-                if self._queue:  # who queued behind this batch goes in the next one
-                    self._leader = asyncio.create_task(self._lead(), name="group-commit")
+                self._hand_on()
             for queued, _, error in ran:  # the batch is not durable: nothing of it happened
                 _answer(queued, error=error or exc)
             if not isinstance(exc, Exception):
@@ -664,6 +661,11 @@ class GroupCommit:
             return
         for queued, result, error in ran:
             _answer(queued, result=result, error=error)
+
+    def _hand_on(self) -> None:
+        self._leader = None
+        if self._queue:
+            self._leader = asyncio.create_task(self._lead(), name="group-commit")
 
     def _run_body(
         self, sql: _SQLiteDriver, queued: _Queued

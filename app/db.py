@@ -20,6 +20,7 @@ import functools
 import logging
 import os
 import random
+import re
 import sqlite3
 import threading
 from collections import deque
@@ -305,6 +306,28 @@ class Sql:
         self.postgresql = postgresql
 
 
+Write = tuple[Sql, tuple[Any, ...]]
+"""A statement and its parameters, for `Driver.write`."""
+
+
+@functools.lru_cache(maxsize=256)
+def _fused(statements: tuple[Sql, ...]) -> tuple[str, tuple[int, ...]]:
+    """PostgreSQL text running `statements` as one: each a data-modifying WITH query
+    (executed exactly once, whether or not anything reads it), parameters numbered on.
+    Returns the text and how many parameters each statement takes."""
+    parts, counts = [], []
+    taken = 0
+    for n, statement in enumerate(statements):
+        numbers = [int(found) for found in re.findall(r"\$(\d+)", statement.postgresql)]
+        text = re.sub(
+            r"\$(\d+)", lambda m, at=taken: f"${int(m.group(1)) + at}", statement.postgresql
+        )
+        parts.append(f"w{n} AS ({text})")
+        counts.append(max(numbers, default=0))
+        taken += counts[-1]
+    return "WITH " + ", ".join(parts) + " SELECT 1", tuple(counts)
+
+
 class Driver:
     """The unit of work's own driver connection, for the few statements every money
     movement runs (sqlite3 cursor / asyncpg, prebuilt SQL, plain tuples back).
@@ -321,6 +344,14 @@ class Driver:
 
     async def one(self, sql: Sql, *args: Any) -> Any: ...
     async def all(self, sql: Sql, *args: Any) -> list[Any]: ...
+
+    async def write(self, *statements: Write) -> None:
+        """Writes whose results nobody reads, in this transaction. SQLite runs them in
+        turn (each a function call). PostgreSQL sends them as one statement, so one
+        network round trip instead of one each: they then all see the statement's
+        snapshot, not each other's rows, so pass only writes that do not read what
+        another of them writes. Constraints still hold across them: foreign keys are
+        checked at the end of the statement, deferred triggers at COMMIT."""
 
     def timestamp(self, value: datetime) -> Any:
         """A UTC datetime as the engine stores it (the format SQLAlchemy uses)."""
@@ -343,6 +374,10 @@ class _SQLiteDriver(Driver):
 
     async def all(self, sql: Sql, *args: Any) -> list[Any]:
         return self._connection.execute(sql.sqlite, args).fetchall()
+
+    async def write(self, *statements: Write) -> None:
+        for sql, args in statements:
+            self._connection.execute(sql.sqlite, args)
 
     def execute_plain(self, statement: str) -> None:
         self._connection.execute(statement)
@@ -379,6 +414,18 @@ class _PostgresDriver(Driver):
 
     async def all(self, sql: Sql, *args: Any) -> list[Any]:
         return await self._connection.fetch(sql.postgresql, *args)
+
+    async def write(self, *statements: Write) -> None:
+        if len(statements) == 1:
+            ((sql, args),) = statements
+            await self._connection.execute(sql.postgresql, *args)
+            return
+        text, counts = _fused(tuple(sql for sql, _ in statements))
+        if tuple(len(values) for _, values in statements) != counts:
+            raise ValueError(f"parameters given do not match the placeholders {counts}")
+        await self._connection.execute(
+            text, *[value for _, values in statements for value in values]
+        )
 
 
 _DRIVER_KEY = "bank_driver"

@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from typer.testing import CliRunner
 
 from app.cli import cli
-from app.db import unit_of_work
+from app.db import driver, unit_of_work
 from app.models import JournalKind
 from app.services import accounts as account_service
 from app.services import ledger as ledger_service
@@ -141,8 +141,9 @@ async def test_an_unbalanced_journal_is_never_written(bank, app):
         with pytest.raises(ledger_service.UnbalancedJournal):
             async with unit_of_work(db):
                 locked = await account_service.lock_accounts(db, [number])
-                await ledger_service.post_journal(
-                    db,
+                ledger_service.journal_writes(
+                    await driver(db),
+                    journal_id=1,
                     kind=JournalKind.deposit,
                     amount=500,
                     currency="USD",

@@ -3,7 +3,6 @@ money movement takes (in id order, so two movements never deadlock)."""
 
 from __future__ import annotations
 
-import functools
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -96,7 +95,7 @@ async def lock_accounts(db: AsyncSession, numbers: Iterable[str]) -> dict[str, A
     return {account.number: account for account in rows}
 
 
-# The money path's form of the lock above (same rows, same order) and the customer's.
+# The money path's account columns (its lock: ledger.lock_movement) and customer lock.
 ACCOUNT_COLUMNS = "id, number, customer_id, kind, currency, balance, held, status"
 _LOCK_CUSTOMER_SQL = Sql(
     "SELECT status FROM customers WHERE id = ?",
@@ -122,15 +121,6 @@ class LockedAccount:
         return self.balance - self.held
 
 
-@functools.cache
-def _lock_accounts_sql(count: int) -> Sql:
-    marks = ", ".join("?" * count)
-    # Placeholders only: the numbers travel as parameters.
-    query = f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE number IN ({marks}) ORDER BY id"  # noqa: S608
-    sql = Sql(query)
-    return Sql(query, sql.postgresql + " FOR UPDATE")
-
-
 async def lock_customer(sql: Driver, principal: Principal) -> int:
     """The caller's customer row, locked, and checked to be allowed to move money:
     serialises one customer's outgoing movements so the daily limit cannot be overrun by
@@ -139,12 +129,6 @@ async def lock_customer(sql: Driver, principal: Principal) -> int:
     check_can_transact(row[0] if row else None)
     assert principal.customer_id is not None
     return principal.customer_id
-
-
-async def lock_accounts_for_movement(sql: Driver, numbers: list[str]) -> dict[str, LockedAccount]:
-    """`lock_accounts` on the driver connection."""
-    rows = await sql.all(_lock_accounts_sql(len(numbers)), *numbers)
-    return {row[1]: LockedAccount(*row) for row in rows}
 
 
 A = TypeVar("A", Account, LockedAccount)

@@ -23,7 +23,7 @@ import orjson
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import Database, Driver, Sql, driver
+from app.db import Database, Driver, Sql, Write, driver
 from app.errors import BankError
 from app.models import AuditRecord
 from app.problems import client_ip_var, request_id_var
@@ -108,7 +108,13 @@ _APPEND = Sql(
 )
 
 
-async def append(
+async def append(sql: Driver, **fields: Any) -> None:
+    """Append one record (`appending`'s keyword fields) on the unit of work's driver
+    connection (the money path's form of `record`)."""
+    await sql.write(await appending(sql, **fields))
+
+
+async def appending(
     sql: Driver,
     *,
     actor: Actor,
@@ -117,8 +123,8 @@ async def append(
     entity_id: str | int | None = None,
     outcome: str = "success",
     details: dict[str, Any] | None = None,
-) -> None:
-    """`record` on the unit of work's driver connection (the money path's form).
+) -> Write:
+    """The write that appends this record, for the caller to send (`Driver.write`).
 
     PostgreSQL: the record goes to audit_pending, and a deferred trigger (migration
     0003) seals it into the chain at COMMIT: it takes the chain lock, reads the tail and
@@ -140,14 +146,13 @@ async def append(
     ]
     if not sql.is_sqlite:
         middle = orjson.dumps(content, option=CANONICAL)[1:-1].decode()
-        await sql.one(_APPEND_PG, *content[:9], stored_details.decode(), middle)
-        return
+        return _APPEND_PG, (*content[:9], stored_details.decode(), middle)
     tail = await sql.one(_TAIL)
     seq, prev_hash = (tail[0] + 1, tail[1]) if tail else (1, GENESIS)
     digest = compute_hash(*content, seq=seq, prev_hash=prev_hash)
     content[0] = sql.timestamp(content[0])
     content[9] = stored_details.decode()
-    await sql.one(_APPEND, seq, *content, prev_hash, digest)
+    return _APPEND, (seq, *content, prev_hash, digest)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from app.db import Driver, Sql
+from app.db import Driver, Sql, Write
 from app.errors import IdempotencyInProgress, IdempotencyKeyReused
 
 IN_PROGRESS = 0
@@ -77,8 +77,10 @@ async def claim(sql: Driver, idem: IdempotencyKey) -> Outcome | None:
     return Outcome(status, sql.json(body), replayed=True)
 
 
-async def complete(sql: Driver, idem: IdempotencyKey | None, outcome: Outcome) -> Outcome:
-    if idem is not None:
-        body = orjson.dumps(outcome.body).decode()
-        await sql.one(_COMPLETE, outcome.status, body, idem.user_id, idem.key)
-    return outcome
+def completion(idem: IdempotencyKey | None, outcome: Outcome) -> list[Write]:
+    """The write that stores `outcome` as the key's answer (none without a key), for the
+    caller to send with the rest of its movement."""
+    if idem is None:
+        return []
+    body = orjson.dumps(outcome.body).decode()
+    return [(_COMPLETE, (outcome.status, body, idem.user_id, idem.key))]

@@ -2,7 +2,7 @@
 which balances, ledger entries, the idempotency record and the audit record commit
 together or not at all.
 
-`post_journal` is the only function that writes entries. It refuses an unbalanced
+`journal_writes` is the only function that writes entries. It refuses an unbalanced
 journal; PostgreSQL checks again at COMMIT (deferred constraint trigger), and the
 accounts table's CHECK refuses a negative available balance as the last guard.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from app.db import Database, Driver, Sql, movement, retry_on_conflict
+from app.db import Database, Driver, Sql, Write, movement, retry_on_conflict
 from app.errors import (
     AmountTooLarge,
     CurrencyMismatch,
@@ -37,20 +37,25 @@ CASH = "cash"
 OUTGOING = (JournalKind.withdrawal, JournalKind.transfer)
 # The money path's statements, on the unit of work's driver connection (app.db.Driver).
 _INSERT_JOURNAL = Sql(
-    "INSERT INTO journals (kind, status, amount, currency, from_account_id, to_account_id,"
-    " description, customer_id, initiated_by, reverses_id, flagged, created_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?) RETURNING id"
+    "INSERT INTO journals (id, kind, status, amount, currency, from_account_id,"
+    " to_account_id, description, customer_id, initiated_by, reverses_id, flagged, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?)"
 )
 # Rolling 24 hours = whole minutes after the window's first one (outgoing_minutes) + the
 # journals of that first minute that fall inside the window.
-_OUTGOING_SINCE = Sql(
-    "SELECT CAST("
+_SENT_SINCE = (
+    "CAST("
     " (SELECT COALESCE(SUM(amount), 0) FROM outgoing_minutes"
     "  WHERE customer_id = ? AND minute > ?)"
     " + (SELECT COALESCE(SUM(amount), 0) FROM journals"
     "  WHERE customer_id = ? AND created_at > ? AND created_at < ?"
     "  AND kind IN ('withdrawal', 'transfer') AND status <> 'rejected')"
     " AS BIGINT)"
+)
+# The next journal id: the sequence's next value on PostgreSQL (a subquery, so drawn once
+# per statement); on SQLite, where writers take turns, the next free id.
+_NEXT_JOURNAL_ID = Sql(
+    "(SELECT COALESCE(MAX(id), 0) + 1 FROM journals)", "(SELECT nextval('journals_id_seq'))"
 )
 _ADD_OUTGOING = Sql(
     "INSERT INTO outgoing_minutes (customer_id, minute, amount) VALUES (?, ?, ?)"
@@ -73,11 +78,10 @@ _INTERNAL_ACCOUNT = Sql(
 @functools.cache
 def _move_balances_sql(count: int) -> Sql:
     """Relative update of `count` balances in one statement (correct even if a lock were
-    ever missed), returning each new balance."""
+    ever missed)."""
     cases = " ".join("WHEN ? THEN CAST(? AS BIGINT)" for _ in range(count))
     marks = ", ".join("?" * count)
-    where = f" WHERE id IN ({marks}) RETURNING id, balance"
-    return Sql(f"UPDATE accounts SET balance = balance + CASE id {cases} END{where}")  # noqa: S608
+    return Sql(f"UPDATE accounts SET balance = balance + CASE id {cases} END WHERE id IN ({marks})")  # noqa: S608
 
 
 @functools.cache
@@ -85,6 +89,52 @@ def _insert_entries_sql(count: int) -> Sql:
     rows = ", ".join("(?, ?, ?, ?, ?, ?)" for _ in range(count))
     columns = "journal_id, account_id, currency, amount, balance_after, created_at"
     return Sql(f"INSERT INTO entries ({columns}) VALUES {rows}")  # noqa: S608
+
+
+@functools.cache
+def _lock_movement_sql(count: int, outgoing: bool) -> Sql:
+    marks = ", ".join("?" * count)
+    sent = _SENT_SINCE if outgoing else "NULL"
+    # Placeholders only: the values travel as parameters.
+    query = (
+        f"SELECT {accounts.ACCOUNT_COLUMNS}, {{next_id}}, {sent} FROM accounts"  # noqa: S608
+        f" WHERE number IN ({marks}) ORDER BY id"
+    )
+    postgresql = Sql(query.format(next_id=_NEXT_JOURNAL_ID.postgresql)).postgresql
+    return Sql(query.format(next_id=_NEXT_JOURNAL_ID.sqlite), postgresql + " FOR UPDATE")
+
+
+@dataclass(slots=True)
+class Locked:
+    """What a movement reads before it writes, in one statement (one round trip)."""
+
+    accounts: dict[str, LockedAccount]  # by number, locked in id order
+    journal_id: int  # reserved for the movement's journal (0 if no account was found)
+    sent_today: int | None  # the customer's outgoing total in the rolling 24 hours
+
+
+async def lock_movement(
+    sql: Driver, numbers: list[str], *, outgoing_of: int | None = None
+) -> Locked:
+    """Lock the movement's accounts (as accounts.lock_accounts: same rows, same order),
+    reserve its journal's id and, for an outgoing movement of customer `outgoing_of`, sum
+    what that customer sent in the rolling 24 hours. The caller holds that customer's
+    lock, taken in an earlier statement: this one's snapshot so includes every movement
+    of theirs that committed before, and none can commit until this one does."""
+    window: tuple[Any, ...] = ()
+    if outgoing_of is not None:
+        since = datetime.now(UTC) - timedelta(hours=24)
+        first = _minute(since)
+        first_ends = datetime.fromtimestamp((first + 1) * 60, UTC)
+        window = (outgoing_of, first, outgoing_of, sql.timestamp(since), sql.timestamp(first_ends))
+    rows = await sql.all(
+        _lock_movement_sql(len(numbers), outgoing_of is not None), *window, *numbers
+    )
+    return Locked(
+        {row[1]: LockedAccount(*row[:-2]) for row in rows},
+        rows[0][-2] if rows else 0,
+        rows[0][-1] if rows else None,
+    )
 
 
 T = TypeVar("T")
@@ -107,7 +157,7 @@ def queued(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
 
 @dataclass(frozen=True, slots=True)
 class Posted:
-    """The journal `post_journal` wrote, as the response and the audit record need it."""
+    """The journal `journal_writes` writes, as the response and the audit record need it."""
 
     id: int
     kind: str
@@ -123,9 +173,10 @@ class UnbalancedJournal(AssertionError):
     """A programming error: entries of one journal must sum to zero per currency."""
 
 
-async def post_journal(
+def journal_writes(
     sql: Driver,
     *,
+    journal_id: int,
     kind: JournalKind,
     amount: int,
     currency: str,
@@ -135,59 +186,62 @@ async def post_journal(
     initiated_by: int | None,
     from_account: LockedAccount | None = None,
     to_account: LockedAccount | None = None,
-) -> tuple[Posted, dict[int, int]]:
-    """Write one balanced journal and move the cached balances. Accounts must already be
-    locked by the caller. Returns the journal and each account's balance after it."""
+) -> tuple[Posted, list[Write]]:
+    """The writes of one balanced journal (numbered `journal_id`, reserved when its
+    accounts were locked): the journal, its balance moves, its entries and the customer's
+    outgoing minute. The accounts must be locked by the caller; their `balance` moves
+    here, so the entries and the answer can state each balance after the journal. The
+    caller sends the writes (`Driver.write`), with the rest of its movement."""
     sums: dict[str, int] = defaultdict(int)
     for account, delta in lines:
         sums[account.currency] += delta
     if len(lines) < 2 or any(sums.values()) or any(delta == 0 for _, delta in lines):
         raise UnbalancedJournal(f"journal lines do not balance: {sums}")
-    now = datetime.now(UTC)
-    stamp = sql.timestamp(now)
-    from_id = from_account.id if from_account else None
-    to_id = to_account.id if to_account else None
-    (journal_id,) = await sql.one(
-        _INSERT_JOURNAL,
-        kind,
-        JournalStatus.completed,
-        amount,
-        currency,
-        from_id,
-        to_id,
-        description,
-        customer_id,
-        initiated_by,
-        stamp,
-    )
-    journal = Posted(journal_id, kind, JournalStatus.completed, amount, currency, description, now)
     deltas = {account.id: delta for account, delta in lines}
     if len(deltas) != len(lines):
         raise UnbalancedJournal("a journal names each account once")
-    moved = await sql.all(
-        _move_balances_sql(len(deltas)),
-        *[value for pair in deltas.items() for value in pair],
-        *deltas,
-    )
-    balances: dict[int, int] = dict(moved)
+    now = datetime.now(UTC)
+    stamp = sql.timestamp(now)
+    journal = Posted(journal_id, kind, JournalStatus.completed, amount, currency, description, now)
     entries: list[Any] = []
     for account, delta in lines:
-        account.balance = balances[account.id]
-        entries += (journal.id, account.id, account.currency, delta, account.balance, stamp)
-    await sql.one(_insert_entries_sql(len(lines)), *entries)
+        account.balance += delta
+        entries += (journal_id, account.id, account.currency, delta, account.balance, stamp)
+    writes: list[Write] = [
+        (
+            _INSERT_JOURNAL,
+            (
+                journal_id,
+                kind,
+                JournalStatus.completed,
+                amount,
+                currency,
+                from_account.id if from_account else None,
+                to_account.id if to_account else None,
+                description,
+                customer_id,
+                initiated_by,
+                stamp,
+            ),
+        ),
+        (_move_balances_sql(len(deltas)), (*[v for pair in deltas.items() for v in pair], *deltas)),
+        (_insert_entries_sql(len(lines)), tuple(entries)),
+    ]
     if kind in OUTGOING and customer_id is not None:
-        await add_outgoing(sql, customer_id, now, amount, prune=journal.id % PRUNE_EVERY == 0)
-    return journal, balances
+        writes += outgoing_writes(customer_id, now, amount, prune=journal_id % PRUNE_EVERY == 0)
+    return journal, writes
 
 
-async def add_outgoing(
-    sql: Driver, customer_id: int, at: datetime, amount: int, *, prune: bool = False
-) -> None:
-    """Count an outgoing movement in its minute (see OutgoingMinute)."""
+def outgoing_writes(
+    customer_id: int, at: datetime, amount: int, *, prune: bool = False
+) -> list[Write]:
+    """Count an outgoing movement in its minute (see OutgoingMinute); now and then drop
+    the customer's minutes that have left the window."""
     minute = _minute(at)
-    await sql.one(_ADD_OUTGOING, customer_id, minute, amount)
+    writes: list[Write] = [(_ADD_OUTGOING, (customer_id, minute, amount))]
     if prune:
-        await sql.one(_PRUNE_OUTGOING, customer_id, minute - 24 * 60 - 1)
+        writes.append((_PRUNE_OUTGOING, (customer_id, minute - 24 * 60 - 1)))
+    return writes
 
 
 def transaction_view(
@@ -235,20 +289,10 @@ def _minute(at: datetime) -> int:
     return int(at.timestamp()) // 60
 
 
-async def check_daily_limit(sql: Driver, settings: Settings, customer_id: int, amount: int) -> None:
-    """Rolling 24 hours of the customer's outgoing movements; the caller holds the
-    customer's lock, so concurrent movements cannot both pass."""
-    since = datetime.now(UTC) - timedelta(hours=24)
-    first = _minute(since)
-    first_ends = datetime.fromtimestamp((first + 1) * 60, UTC)
-    (used,) = await sql.one(
-        _OUTGOING_SINCE,
-        customer_id,
-        first,
-        customer_id,
-        sql.timestamp(since),
-        sql.timestamp(first_ends),
-    )
+def check_daily_limit(settings: Settings, used: int | None, amount: int) -> None:
+    """Rolling 24 hours of the customer's outgoing movements (`used`, as `lock_movement`
+    read it under the customer's lock, so concurrent movements cannot both pass)."""
+    assert used is not None, "lock_movement sums outgoing movements only when asked"
     if used + amount > settings.daily_limit_minor:
         left = max(0, settings.daily_limit_minor - used)
         raise DailyLimitExceeded(
@@ -274,12 +318,14 @@ async def _finish(
     principal: Principal,
     idem: IdempotencyKey | None,
     journal: Posted,
+    writes: list[Write],
     view: dict[str, Any],
 ) -> Outcome:
-    """Store the answer under the key, then append the audit record: last, because on
-    PostgreSQL the chain's lock is held from the append to the COMMIT."""
-    outcome = await idempotency.complete(sql, idem, Outcome(201, view))
-    await audit.append(
+    """The journal's writes, the answer stored under the key and the audit record, sent
+    together: one round trip on PostgreSQL, where most of a movement's cost is round
+    trips, and the rows stay locked until COMMIT."""
+    outcome = Outcome(201, view)
+    record = await audit.appending(
         sql,
         actor=Actor.of(principal),
         action=f"transaction.{journal.kind}",
@@ -292,6 +338,7 @@ async def _finish(
             "to_account": view["to_account"],
         },
     )
+    await sql.write(*writes, *idempotency.completion(idem, outcome), record)
     return outcome
 
 
@@ -364,16 +411,17 @@ async def _cash_movement(
         if idem and (replay := await idempotency.claim(sql, idem)):
             return replay
         customer_id = await accounts.lock_customer(sql, principal)
-        account = (await accounts.lock_accounts_for_movement(sql, [number])).get(number)
-        account = accounts.owned(account, principal, number, "account_number")
+        locked = await lock_movement(sql, [number], outgoing_of=customer_id if outgoing else None)
+        account = accounts.owned(locked.accounts.get(number), principal, number, "account_number")
         accounts.check_active(account, "account_number")
         if outgoing:
             check_funds(account, amount)
-            await check_daily_limit(sql, settings, customer_id, amount)
+            check_daily_limit(settings, locked.sent_today, amount)
         cash = await internal_account(sql, CASH, account.currency)
         delta = -amount if outgoing else amount
-        journal, balances = await post_journal(
+        journal, writes = journal_writes(
             sql,
+            journal_id=locked.journal_id,
             kind=kind,
             amount=amount,
             currency=account.currency,
@@ -388,9 +436,9 @@ async def _cash_movement(
             journal,
             from_number=number if outgoing else None,
             to_number=None if outgoing else number,
-            balance_after=balances[account.id],
+            balance_after=account.balance,
         )
-        return await _finish(sql, principal, idem, journal, view)
+        return await _finish(sql, principal, idem, journal, writes, view)
 
     async with audit.denials_recorded(
         database, actor=Actor.of(principal), action=f"transaction.{kind}"
@@ -432,9 +480,9 @@ async def transfer(
         if idem and (replay := await idempotency.claim(sql, idem)):
             return replay
         customer_id = await accounts.lock_customer(sql, principal)
-        locked = await accounts.lock_accounts_for_movement(sql, [source, target])
-        src = accounts.owned(locked.get(source), principal, source, "from_account")
-        dst = locked.get(target)
+        locked = await lock_movement(sql, [source, target], outgoing_of=customer_id)
+        src = accounts.owned(locked.accounts.get(source), principal, source, "from_account")
+        dst = locked.accounts.get(target)
         if dst is None or dst.kind != "customer":
             raise accounts.AccountNotFound(f"No account {target}.", field="to_account")
         accounts.check_active(src, "from_account")
@@ -445,9 +493,10 @@ async def transfer(
                 field="to_account",
             )
         check_funds(src, amount)
-        await check_daily_limit(sql, settings, customer_id, amount)
-        journal, balances = await post_journal(
+        check_daily_limit(settings, locked.sent_today, amount)
+        journal, writes = journal_writes(
             sql,
+            journal_id=locked.journal_id,
             kind=JournalKind.transfer,
             amount=amount,
             currency=src.currency,
@@ -459,9 +508,9 @@ async def transfer(
             to_account=dst,
         )
         view = transaction_view(
-            journal, from_number=source, to_number=target, balance_after=balances[src.id]
+            journal, from_number=source, to_number=target, balance_after=src.balance
         )
-        return await _finish(sql, principal, idem, journal, view)
+        return await _finish(sql, principal, idem, journal, writes, view)
 
     async with audit.denials_recorded(
         database, actor=Actor.of(principal), action="transaction.transfer"

@@ -341,8 +341,10 @@ async def build(
                 sql = await driver(db)
                 for row in journal_rows:
                     if row["kind"] in ledger.OUTGOING and row["created_at"] > recent:
-                        await ledger.add_outgoing(
-                            sql, row["customer_id"], row["created_at"], row["amount"]
+                        await sql.write(
+                            *ledger.outgoing_writes(
+                                row["customer_id"], row["created_at"], row["amount"]
+                            )
                         )
             audit_count += await chain.flush(db)
             await _sync_sequences(db)

@@ -15,6 +15,7 @@ from tests.ledger_helpers import (
     new_key,
     open_account,
     problem,
+    set_customer_status,
     stored_balances,
     transfer,
     withdraw,
@@ -48,6 +49,25 @@ async def test_replay_returns_the_original_answer_and_moves_money_once(bank, app
     assert await stored_balances(app) == balances
     expected = "110.00" if kind == "deposit" else "90.00"
     assert await balance(bank.client, headers, number) == expected
+
+
+async def test_a_replay_answers_what_happened_even_after_the_customer_was_suspended(bank, app):
+    """A client retrying a transfer that went through must learn that it did: the
+    stored answer comes back whatever the customer's status is now; a new request is
+    refused."""
+    customer, headers, number = await funded_account(bank, "100.00")
+    _, _, other = await funded_account(bank, "0.00")
+    key = new_key()
+    first = await transfer(bank.client, headers, number, other, "10.00", key=key)
+    assert first.status_code == 201, first.text
+    await set_customer_status(app, customer["customer_id"], "Suspended")
+    replay = await transfer(bank.client, headers, number, other, "10.00", key=key)
+    assert replay.status_code == 201, replay.text
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.json() == first.json()
+    fresh = await transfer(bank.client, headers, number, other, "10.00", key=new_key())
+    problem(fresh, 403, "customer_suspended")
+    assert await balance(bank.client, headers, number) == "90.00"
 
 
 async def test_same_key_with_a_different_body_is_refused(bank, app):

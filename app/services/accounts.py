@@ -97,7 +97,7 @@ async def lock_accounts(db: AsyncSession, numbers: Iterable[str]) -> dict[str, A
 
 # The money path's account columns (its lock: ledger.lock_movement) and customer lock.
 ACCOUNT_COLUMNS = "id, number, customer_id, kind, currency, balance, held, status"
-_LOCK_CUSTOMER_SQL = Sql(
+LOCK_CUSTOMER = Sql(
     "SELECT status FROM customers WHERE id = ?",
     "SELECT status FROM customers WHERE id = $1 FOR UPDATE",
 )
@@ -121,14 +121,12 @@ class LockedAccount:
         return self.balance - self.held
 
 
-async def lock_customer(sql: Driver, principal: Principal) -> int:
-    """The caller's customer row, locked, and checked to be allowed to move money:
-    serialises one customer's outgoing movements so the daily limit cannot be overrun by
-    concurrent requests. Returns the customer id."""
-    row = await sql.one(_LOCK_CUSTOMER_SQL, principal.customer_id)
-    check_can_transact(row[0] if row else None)
-    assert principal.customer_id is not None
-    return principal.customer_id
+async def lock_customer(sql: Driver, principal: Principal) -> str | None:
+    """Lock the caller's customer row and return its status (None: not a customer), for
+    `check_can_transact`: serialises one customer's movements so the daily limit cannot
+    be overrun by concurrent requests."""
+    row = await sql.one(LOCK_CUSTOMER, principal.customer_id)
+    return row[0] if row else None
 
 
 A = TypeVar("A", Account, LockedAccount)
@@ -153,7 +151,7 @@ async def open_account(
     db: AsyncSession, *, principal: Principal, type: str, currency: str
 ) -> Account:
     async with unit_of_work(db):
-        await lock_customer(await driver(db), principal)
+        check_can_transact(await lock_customer(await driver(db), principal))
         account = Account(
             number=new_number(),
             customer_id=principal.customer_id,

@@ -21,7 +21,7 @@ from app.db import Driver, Sql, Write
 from app.errors import IdempotencyInProgress, IdempotencyKeyReused
 
 IN_PROGRESS = 0
-_CLAIM = Sql(
+CLAIM = Sql(
     "INSERT INTO idempotency_keys"
     " (user_id, key, request_hash, response_status, response_body, created_at)"
     " VALUES (?, ?, ?, 0, '{}', ?) ON CONFLICT (user_id, key) DO NOTHING RETURNING 1"
@@ -61,11 +61,15 @@ class Outcome:
     replayed: bool = False
 
 
-async def claim(sql: Driver, idem: IdempotencyKey) -> Outcome | None:
-    """Take the key inside the caller's transaction, or return the stored answer."""
-    now = sql.timestamp(datetime.now(UTC))
-    if await sql.one(_CLAIM, idem.user_id, idem.key, idem.request_hash, now) is not None:
-        return None
+def claiming(sql: Driver, idem: IdempotencyKey) -> Write:
+    """The write that takes the key: it returns a row if it did, none if the key was
+    taken before (then `stored` has the answer). The first statement of the caller's
+    transaction that touches the key."""
+    return CLAIM, (idem.user_id, idem.key, idem.request_hash, sql.timestamp(datetime.now(UTC)))
+
+
+async def stored(sql: Driver, idem: IdempotencyKey) -> Outcome:
+    """The answer stored under a key taken before, to replay."""
     request_hash, status, body = await sql.one(_STORED, idem.user_id, idem.key)
     if request_hash != idem.request_hash:
         raise IdempotencyKeyReused(

@@ -137,6 +137,49 @@ async def lock_movement(
     )
 
 
+# PostgreSQL: the key's claim and the customer's lock in one statement (the claim's
+# result in the same row); SQLite runs the claim first, a call of its own.
+_CLAIMED = "(SELECT COUNT(*) FROM claimed)"
+_CLAIM_AND_LOCK_CUSTOMER = Sql(
+    "",
+    Sql(
+        f"WITH claimed AS ({idempotency.CLAIM.sqlite}) SELECT status, {_CLAIMED}"  # noqa: S608
+        " FROM customers WHERE id = ? FOR UPDATE"
+    ).postgresql,
+)
+
+
+async def _start(
+    sql: Driver,
+    principal: Principal,
+    idem: IdempotencyKey | None,
+    numbers: list[str],
+    *,
+    outgoing: bool,
+) -> Locked | Outcome:
+    """A movement's reads, in two statements: the key's claim and the customer's lock,
+    then `lock_movement`. Returns the answer stored under the key instead if it was taken
+    before (replayed whatever the customer's status is now); otherwise checks that the
+    customer may move money."""
+    claimed = True
+    if idem is None:
+        status = await accounts.lock_customer(sql, principal)
+    elif sql.is_sqlite:
+        claim, values = idempotency.claiming(sql, idem)
+        claimed = await sql.one(claim, *values) is not None
+        status = await accounts.lock_customer(sql, principal)
+    else:
+        _, values = idempotency.claiming(sql, idem)
+        row = await sql.one(_CLAIM_AND_LOCK_CUSTOMER, *values, principal.customer_id)
+        status, claimed = (row[0], row[1] == 1) if row else (None, True)
+    if not claimed:
+        assert idem is not None
+        return await idempotency.stored(sql, idem)
+    accounts.check_can_transact(status)
+    outgoing_of = principal.customer_id if outgoing else None
+    return await lock_movement(sql, numbers, outgoing_of=outgoing_of)
+
+
 T = TypeVar("T")
 
 
@@ -408,10 +451,9 @@ async def _cash_movement(
     )
 
     async def body(sql: Driver) -> Outcome:
-        if idem and (replay := await idempotency.claim(sql, idem)):
-            return replay
-        customer_id = await accounts.lock_customer(sql, principal)
-        locked = await lock_movement(sql, [number], outgoing_of=customer_id if outgoing else None)
+        locked = await _start(sql, principal, idem, [number], outgoing=outgoing)
+        if isinstance(locked, Outcome):
+            return locked
         account = accounts.owned(locked.accounts.get(number), principal, number, "account_number")
         accounts.check_active(account, "account_number")
         if outgoing:
@@ -427,7 +469,7 @@ async def _cash_movement(
             currency=account.currency,
             lines=[(account, delta), (cash, -delta)],
             description=description,
-            customer_id=customer_id,
+            customer_id=principal.customer_id,
             initiated_by=principal.user_id,
             from_account=account if outgoing else None,
             to_account=None if outgoing else account,
@@ -477,10 +519,9 @@ async def transfer(
     )
 
     async def body(sql: Driver) -> Outcome:
-        if idem and (replay := await idempotency.claim(sql, idem)):
-            return replay
-        customer_id = await accounts.lock_customer(sql, principal)
-        locked = await lock_movement(sql, [source, target], outgoing_of=customer_id)
+        locked = await _start(sql, principal, idem, [source, target], outgoing=True)
+        if isinstance(locked, Outcome):
+            return locked
         src = accounts.owned(locked.accounts.get(source), principal, source, "from_account")
         dst = locked.accounts.get(target)
         if dst is None or dst.kind != "customer":
@@ -502,7 +543,7 @@ async def transfer(
             currency=src.currency,
             lines=[(src, -amount), (dst, amount)],
             description=description,
-            customer_id=customer_id,
+            customer_id=principal.customer_id,
             initiated_by=principal.user_id,
             from_account=src,
             to_account=dst,

@@ -314,10 +314,14 @@ Write = tuple[Sql, tuple[Any, ...]]
 def _fused(statements: tuple[Sql, ...]) -> tuple[str, tuple[int, ...]]:
     """PostgreSQL text running `statements` as one: each a data-modifying WITH query
     (executed exactly once, whether or not anything reads it), parameters numbered on.
-    Returns the text and how many parameters each statement takes."""
+    Returns the text and how many parameters each statement takes. Refuses what it could
+    not nest safely: a statement with a WITH of its own, a `$` in a string literal."""
     parts, counts = [], []
     taken = 0
     for n, statement in enumerate(statements):
+        literals = statement.postgresql.split("'")[1::2]  # '' only splits one in two
+        if statement.postgresql.lstrip()[:4].upper() == "WITH" or any("$" in x for x in literals):
+            raise ValueError(f"cannot send together: {statement.postgresql[:60]}")
         numbers = [int(found) for found in re.findall(r"\$(\d+)", statement.postgresql)]
         text = re.sub(
             r"\$(\d+)", lambda m, at=taken: f"${int(m.group(1)) + at}", statement.postgresql
@@ -352,6 +356,7 @@ class Driver:
         snapshot, not each other's rows, so pass only writes that do not read what
         another of them writes. Constraints still hold across them: foreign keys are
         checked at the end of the statement, deferred triggers at COMMIT."""
+        raise NotImplementedError
 
     def timestamp(self, value: datetime) -> Any:
         """A UTC datetime as the engine stores it (the format SQLAlchemy uses)."""
@@ -475,7 +480,9 @@ async def movement(database: Database, body: Callable[[Driver], Coroutine[Any, A
         raw = await connection.get_raw_connection()
         asyncpg_connection = raw.driver_connection
         try:
-            async with asyncpg_connection.transaction():
+            # READ COMMITTED whatever the server's default: each statement sees what
+            # committed before it, which the daily limit's sum relies on (ledger).
+            async with asyncpg_connection.transaction(isolation="read_committed"):
                 return await body(_PostgresDriver(raw.dbapi_connection, begun=True))
         except BaseException as exc:
             # SQLAlchemy does not know about asyncpg's transaction: a connection that a

@@ -27,13 +27,16 @@ from tests.helpers import document_files, registration_form
 from tests.ledger_helpers import (
     PROBLEM_JSON,
     cents,
+    deposit,
     entry_sums,
+    funded_account,
     journal_count,
     open_account,
     sql,
     stored_balances,
     unbalanced_journals,
     verify_books,
+    withdraw,
 )
 
 CUSTOMERS = 5
@@ -118,14 +121,36 @@ async def check_storm(
     assert await unbalanced_journals(app) == []
     ledger = await entry_sums(app)
     assert {n: ledger[n] for n in numbers} == expected
-    # Each account's entries, in the order they were written, step its balance one by
-    # one: no two movements ever read the same starting balance.
+    await assert_each_entry_steps_its_balance(app)
+
+
+async def assert_each_entry_steps_its_balance(app: FastAPI) -> None:
+    """Each account's entries, in the order they were written, step its balance one by
+    one: no two movements ever read the same starting balance."""
     running: dict[int, int] = defaultdict(int)
     for account_id, value, balance_after in await sql(
         app, "SELECT account_id, amount, balance_after FROM entries ORDER BY id"
     ):
         running[account_id] += int(value)
         assert running[account_id] == int(balance_after), account_id
+
+
+async def test_concurrent_cash_movements_state_the_cash_accounts_balance_exactly(bank, app):
+    """Deposits and withdrawals of several customers at once all move the bank's cash
+    account: each of its entries states its balance after that movement, as each
+    customer account's do."""
+    customers = [await funded_account(bank, "100.00") for _ in range(6)]
+
+    async def move(i: int) -> httpx.Response:
+        _, headers, number = customers[i % len(customers)]
+        if i % 2:
+            return await deposit(bank.client, headers, number, "1.00")
+        return await withdraw(bank.client, headers, number, "0.50")
+
+    responses = await asyncio.gather(*(move(i) for i in range(36)))
+    assert [r.status_code for r in responses] == [201] * 36, [r.text for r in responses]
+    await assert_each_entry_steps_its_balance(app)
+    assert (await verify_books(app)).balanced
 
 
 async def test_a_thousand_concurrent_transfers_through_the_app(bank, app):

@@ -124,7 +124,8 @@ async def appending(
     outcome: str = "success",
     details: dict[str, Any] | None = None,
 ) -> Write:
-    """The write that appends this record, for the caller to send (`Driver.write`).
+    """The write that appends this record, for the caller to send (`Driver.write`),
+    one record per write: on SQLite it is numbered after the chain's tail as read now.
 
     PostgreSQL: the record goes to audit_pending, and a deferred trigger (migration
     0003) seals it into the chain at COMMIT: it takes the chain lock, reads the tail and

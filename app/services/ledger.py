@@ -72,6 +72,7 @@ _CREATE_INTERNAL = Sql(
 _INTERNAL_ACCOUNT = Sql(
     f"SELECT {accounts.ACCOUNT_COLUMNS} FROM accounts WHERE code = ? AND currency = ?"  # noqa: S608
 )
+_INTERNAL_ACCOUNT = Sql(_INTERNAL_ACCOUNT.sqlite, _INTERNAL_ACCOUNT.postgresql + " FOR UPDATE")
 
 
 # Built from placeholders only (the values travel as parameters), one text per line count.
@@ -157,10 +158,11 @@ async def _start(
     *,
     outgoing: bool,
 ) -> Locked | Outcome:
-    """A movement's reads, in two statements: the key's claim and the customer's lock,
-    then `lock_movement`. Returns the answer stored under the key instead if it was taken
-    before (replayed whatever the customer's status is now); otherwise checks that the
-    customer may move money."""
+    """A movement's reads: the key's claim and the customer's lock (one statement on
+    PostgreSQL), then `lock_movement`. Returns the answer stored under the key instead if
+    it was taken before (replayed whatever the customer's status is now; on PostgreSQL
+    after the customer's in-flight movements, whose lock the statement also waits for);
+    otherwise checks that the customer may move money."""
     claimed = True
     if idem is None:
         status = await accounts.lock_customer(sql, principal)
@@ -335,7 +337,8 @@ def _minute(at: datetime) -> int:
 def check_daily_limit(settings: Settings, used: int | None, amount: int) -> None:
     """Rolling 24 hours of the customer's outgoing movements (`used`, as `lock_movement`
     read it under the customer's lock, so concurrent movements cannot both pass)."""
-    assert used is not None, "lock_movement sums outgoing movements only when asked"
+    if used is None:
+        raise ValueError("lock_movement sums outgoing movements only when asked to")
     if used + amount > settings.daily_limit_minor:
         left = max(0, settings.daily_limit_minor - used)
         raise DailyLimitExceeded(
@@ -346,8 +349,10 @@ def check_daily_limit(settings: Settings, used: int | None, amount: int) -> None
 
 
 async def internal_account(sql: Driver, code: str, currency: str) -> LockedAccount:
-    """The bank's own account `code` (cash, …) in `currency`, created on first use (a
-    concurrent creator's row wins: ON CONFLICT DO NOTHING, then read again)."""
+    """The bank's own account `code` (cash, …) in `currency`, locked like every account
+    a journal moves (its entries state its balance after each one), and created on first
+    use (a concurrent creator's row wins: ON CONFLICT DO NOTHING, then read again). Taken
+    after the customer's account, as no path locks them the other way round."""
     row = await sql.one(_INTERNAL_ACCOUNT, code, currency)
     while row is None:  # again only if the random number was taken
         now = sql.timestamp(datetime.now(UTC))

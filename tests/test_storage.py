@@ -214,7 +214,7 @@ async def test_queued_movements_run_with_no_event_loop_turn_between_them(databas
     assert loop_turned.is_set()
 
 
-async def test_a_postgres_transfer_takes_five_round_trips(bank, database):
+async def test_a_postgres_movement_takes_five_round_trips(bank, database):
     """On PostgreSQL most of a movement's cost is round trips (each ~5 % of throughput
     on the benchmark's machine), and rows stay locked across them. A transfer with an
     Idempotency-Key: BEGIN, the key's claim with the customer's lock, the movement's
@@ -239,7 +239,12 @@ async def test_a_postgres_transfer_takes_five_round_trips(bank, database):
     for table in ("journals", "accounts", "entries", "outgoing_minutes", "idempotency_keys"):
         assert f" {table} " in writes[0], table
     assert "INSERT INTO audit_pending" in writes[0]
-    assert await balance(bank.client, headers, source) == "99.00"
+    # A deposit locks the bank's cash account with the customer's: the same five.
+    sent.clear()
+    response = await deposit(bank.client, headers, source, "2.00", key=new_key())
+    assert response.status_code == 201, response.text
+    assert len(sent) == 5, sent
+    assert await balance(bank.client, headers, source) == "101.00"
     assert (await verify_books(bank.app)).balanced
 
 

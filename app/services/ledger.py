@@ -93,13 +93,16 @@ def _insert_entries_sql(count: int) -> Sql:
 
 
 @functools.cache
-def _lock_movement_sql(count: int, outgoing: bool) -> Sql:
+def _lock_movement_sql(count: int, outgoing: bool, internal: bool) -> Sql:
     marks = ", ".join("?" * count)
     sent = _SENT_SINCE if outgoing else "NULL"
+    # The bank's own account in the first account's currency, when asked, is locked in
+    # the same statement and id order: every movement takes its locks in one order.
+    bank = " OR (code = ? AND currency = (SELECT currency FROM accounts WHERE number = ?))"
     # Placeholders only: the values travel as parameters.
     query = (
         f"SELECT {accounts.ACCOUNT_COLUMNS}, {{next_id}}, {sent} FROM accounts"  # noqa: S608
-        f" WHERE number IN ({marks}) ORDER BY id"
+        f" WHERE number IN ({marks}){bank if internal else ''} ORDER BY id"
     )
     postgresql = Sql(query.format(next_id=_NEXT_JOURNAL_ID.postgresql)).postgresql
     return Sql(query.format(next_id=_NEXT_JOURNAL_ID.sqlite), postgresql + " FOR UPDATE")
@@ -112,29 +115,37 @@ class Locked:
     accounts: dict[str, LockedAccount]  # by number, locked in id order
     journal_id: int  # reserved for the movement's journal (0 if no account was found)
     sent_today: int | None  # the customer's outgoing total in the rolling 24 hours
+    internal: LockedAccount | None = None  # the bank's account asked for, if it exists
 
 
 async def lock_movement(
-    sql: Driver, numbers: list[str], *, outgoing_of: int | None = None
+    sql: Driver,
+    numbers: list[str],
+    *,
+    outgoing_of: int | None = None,
+    internal: str | None = None,
 ) -> Locked:
-    """Lock the movement's accounts (as accounts.lock_accounts: same rows, same order),
-    reserve its journal's id and, for an outgoing movement of customer `outgoing_of`, sum
-    what that customer sent in the rolling 24 hours. The caller holds that customer's
-    lock, taken in an earlier statement: this one's snapshot so includes every movement
-    of theirs that committed before, and none can commit until this one does."""
+    """Lock the movement's accounts (as accounts.lock_accounts: same rows, same order)
+    and the bank's own account `internal` in the first one's currency, reserve the
+    journal's id and, for an outgoing movement of customer `outgoing_of`, sum what that
+    customer sent in the rolling 24 hours. The caller holds that customer's lock, taken
+    in an earlier statement: this one's snapshot so includes every movement of theirs
+    that committed before, and none can commit until this one does."""
     window: tuple[Any, ...] = ()
     if outgoing_of is not None:
         since = datetime.now(UTC) - timedelta(hours=24)
         first = _minute(since)
         first_ends = datetime.fromtimestamp((first + 1) * 60, UTC)
         window = (outgoing_of, first, outgoing_of, sql.timestamp(since), sql.timestamp(first_ends))
-    rows = await sql.all(
-        _lock_movement_sql(len(numbers), outgoing_of is not None), *window, *numbers
-    )
+    bank = (internal, numbers[0]) if internal is not None else ()
+    statement = _lock_movement_sql(len(numbers), outgoing_of is not None, internal is not None)
+    rows = await sql.all(statement, *window, *numbers, *bank)
+    locked = [LockedAccount(*row[:-2]) for row in rows]
     return Locked(
-        {row[1]: LockedAccount(*row[:-2]) for row in rows},
+        {account.number: account for account in locked},
         rows[0][-2] if rows else 0,
         rows[0][-1] if rows else None,
+        next((a for a in locked if a.kind == "internal"), None) if internal else None,
     )
 
 
@@ -157,6 +168,7 @@ async def _start(
     numbers: list[str],
     *,
     outgoing: bool,
+    internal: str | None = None,
 ) -> Locked | Outcome:
     """A movement's reads: the key's claim and the customer's lock (one statement on
     PostgreSQL), then `lock_movement`. Returns the answer stored under the key instead if
@@ -179,7 +191,7 @@ async def _start(
         return await idempotency.stored(sql, idem)
     accounts.check_can_transact(status)
     outgoing_of = principal.customer_id if outgoing else None
-    return await lock_movement(sql, numbers, outgoing_of=outgoing_of)
+    return await lock_movement(sql, numbers, outgoing_of=outgoing_of, internal=internal)
 
 
 T = TypeVar("T")
@@ -351,8 +363,9 @@ def check_daily_limit(settings: Settings, used: int | None, amount: int) -> None
 async def internal_account(sql: Driver, code: str, currency: str) -> LockedAccount:
     """The bank's own account `code` (cash, …) in `currency`, locked like every account
     a journal moves (its entries state its balance after each one), and created on first
-    use (a concurrent creator's row wins: ON CONFLICT DO NOTHING, then read again). Taken
-    after the customer's account, as no path locks them the other way round."""
+    use (a concurrent creator's row wins: ON CONFLICT DO NOTHING, then read again).
+    Movements lock it with their other accounts (`lock_movement`); this is for its first
+    use in a currency, and for tools."""
     row = await sql.one(_INTERNAL_ACCOUNT, code, currency)
     while row is None:  # again only if the random number was taken
         now = sql.timestamp(datetime.now(UTC))
@@ -456,7 +469,7 @@ async def _cash_movement(
     )
 
     async def body(sql: Driver) -> Outcome:
-        locked = await _start(sql, principal, idem, [number], outgoing=outgoing)
+        locked = await _start(sql, principal, idem, [number], outgoing=outgoing, internal=CASH)
         if isinstance(locked, Outcome):
             return locked
         account = accounts.owned(locked.accounts.get(number), principal, number, "account_number")
@@ -464,7 +477,7 @@ async def _cash_movement(
         if outgoing:
             check_funds(account, amount)
             check_daily_limit(settings, locked.sent_today, amount)
-        cash = await internal_account(sql, CASH, account.currency)
+        cash = locked.internal or await internal_account(sql, CASH, account.currency)
         delta = -amount if outgoing else amount
         journal, writes = journal_writes(
             sql,

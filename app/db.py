@@ -306,6 +306,12 @@ class Sql:
         self.postgresql = postgresql
 
 
+def locking(query: str) -> Sql:
+    """A SELECT that locks the rows it reads: FOR UPDATE on PostgreSQL; SQLite's writers
+    take turns, so there the same text without it."""
+    return Sql(query, Sql(query).postgresql + " FOR UPDATE")
+
+
 Write = tuple[Sql, tuple[Any, ...]]
 """A statement and its parameters, for `Driver.write`."""
 

@@ -12,7 +12,7 @@ from typing import TypeVar
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import Driver, Sql, driver, retry_on_conflict, unit_of_work
+from app.db import Driver, driver, locking, retry_on_conflict, unit_of_work
 from app.errors import (
     AccountNotActive,
     AccountNotFound,
@@ -97,10 +97,7 @@ async def lock_accounts(db: AsyncSession, numbers: Iterable[str]) -> dict[str, A
 
 # The money path's account columns (its lock: ledger.lock_movement) and customer lock.
 ACCOUNT_COLUMNS = "id, number, customer_id, kind, currency, balance, held, status"
-LOCK_CUSTOMER = Sql(
-    "SELECT status FROM customers WHERE id = ?",
-    "SELECT status FROM customers WHERE id = $1 FOR UPDATE",
-)
+LOCK_CUSTOMER = locking("SELECT status FROM customers WHERE id = ?")
 
 
 @dataclass(slots=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from app.db import Database, Driver, Sql, Write, movement, retry_on_conflict
+from app.db import Database, Driver, Sql, Write, locking, movement, retry_on_conflict
 from app.errors import (
     AmountTooLarge,
     CurrencyMismatch,
@@ -69,10 +69,9 @@ _CREATE_INTERNAL = Sql(
     " status, opened_at) VALUES (?, NULL, 'internal', ?, 'internal', ?, 0, 0, 'active', ?)"
     " ON CONFLICT DO NOTHING"
 )
-_INTERNAL_ACCOUNT = Sql(
+_INTERNAL_ACCOUNT = locking(
     f"SELECT {accounts.ACCOUNT_COLUMNS} FROM accounts WHERE code = ? AND currency = ?"  # noqa: S608
 )
-_INTERNAL_ACCOUNT = Sql(_INTERNAL_ACCOUNT.sqlite, _INTERNAL_ACCOUNT.postgresql + " FOR UPDATE")
 
 
 # Built from placeholders only (the values travel as parameters), one text per line count.
@@ -150,14 +149,10 @@ async def lock_movement(
 
 
 # PostgreSQL: the key's claim and the customer's lock in one statement (the claim's
-# result in the same row); SQLite runs the claim first, a call of its own.
-_CLAIMED = "(SELECT COUNT(*) FROM claimed)"
-_CLAIM_AND_LOCK_CUSTOMER = Sql(
-    "",
-    Sql(
-        f"WITH claimed AS ({idempotency.CLAIM.sqlite}) SELECT status, {_CLAIMED}"  # noqa: S608
-        " FROM customers WHERE id = ? FOR UPDATE"
-    ).postgresql,
+# result in the same row). SQLite has no INSERT inside WITH: it runs the claim first.
+_CLAIM_AND_LOCK_CUSTOMER = locking(
+    f"WITH claimed AS ({idempotency.CLAIM.sqlite})"  # noqa: S608
+    " SELECT status, (SELECT COUNT(*) FROM claimed) FROM customers WHERE id = ?"
 )
 
 

@@ -409,15 +409,14 @@ class _SQLiteDriver(Driver):
 class _PostgresDriver(Driver):
     is_sqlite = False
 
-    def __init__(self, adapted: Any, *, begun: bool = False) -> None:
+    def __init__(self, adapted: Any) -> None:
         self._adapted = adapted  # SQLAlchemy's asyncpg adapter: it tracks the transaction
         self._connection = adapted.driver_connection
-        self._begun = begun
 
     async def begin(self) -> None:
         # SQLAlchemy's adapter sends BEGIN lazily, with its first statement; a unit of
         # work whose first statement goes through here must start it the same way.
-        if not self._begun and self._adapted._transaction is None:
+        if self._adapted._transaction is None:
             await self._adapted._start_transaction()
 
     async def one(self, sql: Sql, *args: Any) -> Any:
@@ -489,7 +488,7 @@ async def movement(database: Database, body: Callable[[Driver], Coroutine[Any, A
             # READ COMMITTED whatever the server's default: each statement sees what
             # committed before it, which the daily limit's sum relies on (ledger).
             async with asyncpg_connection.transaction(isolation="read_committed"):
-                return await body(_PostgresDriver(raw.dbapi_connection, begun=True))
+                return await body(_PostgresDriver(raw.dbapi_connection))
         except BaseException as exc:
             # SQLAlchemy does not know about asyncpg's transaction: a connection that a
             # cancellation interrupted (at BEGIN, or in the rollback) or that died is

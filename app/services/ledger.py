@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -398,6 +398,18 @@ async def _finish(
     return outcome
 
 
+async def _move(
+    database: Database,
+    principal: Principal,
+    action: str,
+    body: Callable[[Driver], Coroutine[Any, Any, Outcome]],
+) -> Outcome:
+    """Run a movement's `body` in its unit of work; a refusal for another customer's
+    account is audited as a denial."""
+    async with audit.denials_recorded(database, actor=Actor.of(principal), action=action):
+        return await movement(database, body)
+
+
 async def deposit(
     database: Database,
     *,
@@ -495,10 +507,7 @@ async def _cash_movement(
         )
         return await _finish(sql, principal, idem, journal, writes, view)
 
-    async with audit.denials_recorded(
-        database, actor=Actor.of(principal), action=f"transaction.{kind}"
-    ):
-        return await movement(database, body)
+    return await _move(database, principal, f"transaction.{kind}", body)
 
 
 @queued
@@ -566,7 +575,4 @@ async def transfer(
         )
         return await _finish(sql, principal, idem, journal, writes, view)
 
-    async with audit.denials_recorded(
-        database, actor=Actor.of(principal), action="transaction.transfer"
-    ):
-        return await movement(database, body)
+    return await _move(database, principal, "transaction.transfer", body)

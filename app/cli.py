@@ -153,17 +153,8 @@ TINY_PNG = (
 
 
 @cli.command()
-def demo(
-    scale: Annotated[int, typer.Option(help="Also build N seeded transfers (valid, audited)")] = 0,
-    scale_customers: Annotated[
-        int, typer.Option("--customers", help="Customers for --scale")
-    ] = 100,
-    scale_accounts: Annotated[
-        int, typer.Option("--accounts", help="Accounts per customer for --scale")
-    ] = 1,
-) -> None:
-    """Create demo staff and a demo customer (skipping any that exist) and print them;
-    with --scale, also large books for benchmarks."""
+def demo() -> None:
+    """Create demo staff and a demo customer (skipping any that exist) and print them."""
     from sqlalchemy import select
 
     from app.db import end_reads
@@ -202,39 +193,10 @@ def demo(
         raise typer.Exit(1)
     migrate_database(settings)
     asyncio.run(_with_session(run))
-    if scale:
-        _build_scale(scale, scale_customers, scale_accounts)
     typer.echo("Demo users (development only):")
     for username, _email, password, role in DEMO_STAFF:
         typer.echo(f"  {role:9} {username:8} password: {password}")
     typer.echo(f"  customer  {DEMO_CUSTOMER['username']:8} password: {DEMO_CUSTOMER['password']}")
-
-
-def _build_scale(journals: int, customers: int, accounts_each: int) -> None:
-    from rich.progress import Progress
-
-    from app.services import scale_books
-
-    async def run(db, security, settings, _database):  # type: ignore[no-untyped-def]
-        with Progress() as bar:
-            task = bar.add_task("building books", total=customers * accounts_each + journals)
-            return await scale_books.build(
-                db,
-                settings,
-                security,
-                customers=customers,
-                accounts_per_customer=accounts_each,
-                journals=journals,
-                progress=lambda n: bar.advance(task, n),
-            )
-
-    result = asyncio.run(_with_session(run))
-    typer.echo(
-        f"scale books: {result.customers} customers, {result.accounts} accounts, "
-        f"{result.journals} journals, {result.entries} entries, "
-        f"{result.audit_records} audit records; customers log in with "
-        f"{scale_books.SEED_PASSWORD!r}"
-    )
 
 
 @cli.command()

@@ -9,10 +9,10 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.context import caller_var
 from app.db import Database, unit_of_work
 from app.errors import Forbidden, NotAuthenticated
 from app.models import Role
-from app.problems import caller_var
 from app.security import Principal, Security
 from app.services import audit
 from app.services.audit import Actor
@@ -74,9 +74,9 @@ def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:
         if principal.role not in roles:
             # Every denied request is audited (API.md §8), in a transaction of its own.
             database: Database = request.app.state.database
-            async with database.session() as db, unit_of_work(db):
+            async with database.session() as db, unit_of_work(db) as tx:
                 await audit.record(
-                    db,
+                    tx,
                     actor=Actor.of(principal),
                     action="access.denied",
                     entity_type="endpoint",

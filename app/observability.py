@@ -46,8 +46,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import Scope
 
+from app.context import caller_var, request_id_var
 from app.db import Database
-from app.problems import caller_var, request_id_var
 from app.services import jobs
 from app.settings import Settings
 

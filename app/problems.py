@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from contextvars import ContextVar
-from dataclasses import dataclass
 from http import HTTPStatus
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -18,6 +16,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.context import Caller, caller_var, client_ip_var, request_id_var
 from app.errors import BankError, PayloadTooLarge
 
 if TYPE_CHECKING:
@@ -27,21 +26,6 @@ log = logging.getLogger("app.request")
 
 PROBLEM_JSON = "application/problem+json"
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
-client_ip_var: ContextVar[str | None] = ContextVar("client_ip", default=None)
-
-
-@dataclass(slots=True)
-class Caller:
-    """Who the request turned out to be from, filled in once the token is verified."""
-
-    user_id: int | None = None
-
-
-# Set (to a fresh Caller) only while request logs are on: a mutable slot, so the code that
-# verifies the token can fill it in from wherever it runs.
-caller_var: ContextVar[Caller | None] = ContextVar("caller", default=None)
 
 
 def problem_body(

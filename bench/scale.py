@@ -1,6 +1,7 @@
 """Scale curves: does the cost of a payment, a history page, a statement and the audit
-verification stay flat as the books grow? Books are built with `bank demo --scale`'s
-builder (valid, audited), then measured against a real `bank serve`.
+verification stay flat as the books grow? Books are built by bench.books (valid,
+audited, every journal through the one posting function), then measured against a real
+`bank serve`.
 
     python -m bench.scale                     # the scale curves alone (python -m bench runs
                                               # them after the engines), printed, not saved
@@ -29,8 +30,8 @@ import httpx
 from app.cli import migrate_database
 from app.db import Database
 from app.security import Security
-from app.services import scale_books
 from app.settings import Settings
+from bench import books
 from bench.loadgen import build_request, run_load
 from bench.server import Server
 
@@ -61,17 +62,17 @@ def _env(data_dir: Path) -> dict[str, str]:
 
 def build(
     data_dir: Path, *, customers: int, accounts_each: int, journals: int, hot_entries: int
-) -> tuple[scale_books.ScaleResult, float]:
+) -> tuple[books.ScaleResult, float]:
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
     settings = _settings(data_dir)
     migrate_database(settings)
 
-    async def go() -> scale_books.ScaleResult:
+    async def go() -> books.ScaleResult:
         database = Database(settings)
         try:
             async with database.session() as db:
-                return await scale_books.build(
+                return await books.build(
                     db,
                     settings,
                     Security(settings),
@@ -89,15 +90,13 @@ def build(
 
 
 def _login(client: httpx.Client, username: str) -> str:
-    r = client.post(
-        "/api/auth/token", data={"username": username, "password": scale_books.SEED_PASSWORD}
-    )
+    r = client.post("/api/auth/token", data={"username": username, "password": books.SEED_PASSWORD})
     r.raise_for_status()
     return r.json()["access_token"]
 
 
 def transfer_latency(
-    server: Server, result: scale_books.ScaleResult, tokens: list[str], duration: float
+    server: Server, result: books.ScaleResult, tokens: list[str], duration: float
 ) -> dict[str, Any]:
     """p50/p99 of transfers among the first CLIENTS customers' first accounts, one at a
     time."""
@@ -155,7 +154,7 @@ def _timed(client: httpx.Client, url: str, headers: dict[str, str], repeat: int 
 
 
 def history_and_statement(
-    server: Server, result: scale_books.ScaleResult, token: str
+    server: Server, result: books.ScaleResult, token: str
 ) -> dict[str, float]:
     headers = {"Authorization": f"Bearer {token}"}
     number = result.account_numbers[0]
@@ -210,7 +209,7 @@ def audit_verification(data_dir: Path, records: int) -> dict[str, Any]:
         database = Database(_settings(data_dir))
         try:
             async with database.session() as db:
-                await scale_books.pad_audit_log(db, records)
+                await books.pad_audit_log(db, records)
         finally:
             await database.dispose()
 

@@ -23,9 +23,10 @@ from sqlalchemy import text
 from app.main import create_app
 from app.schemas.customer import RegistrationForm
 from app.services import customers, reconciliation
-from app.services import ledger as ledger_service
 from app.services.documents import Upload
 from app.services.reconciliation import LedgerReport
+from app.store import accounts as store_accounts
+from app.store import journals as store_journals
 from tests.conftest import base_settings
 from tests.helpers import PDF, PNG, Bank, registration_form
 
@@ -347,5 +348,7 @@ def ledger_clock(monkeypatch: Any, at: datetime) -> Iterator[None]:
             return at if tz is None else at.astimezone(tz)
 
     with monkeypatch.context() as patch:
-        patch.setattr(ledger_service, "datetime", FrozenDatetime)
+        # The store reads the clock: journals are stamped, and the window looked back on.
+        for module in (store_accounts, store_journals):
+            patch.setattr(module, "datetime", FrozenDatetime)
         yield

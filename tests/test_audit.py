@@ -19,6 +19,7 @@ from app.db import unit_of_work
 from app.models import AuditRecord, Customer
 from app.services import audit
 from app.services.audit import GENESIS, SYSTEM, verify_chain
+from app.store.audit import AUDIT_CHAIN_LOCK
 from tests.helpers import (
     audit_records,
     count,
@@ -287,8 +288,8 @@ async def test_chain_stays_valid_under_a_burst_of_concurrent_registrations(bank,
 
 async def test_concurrent_appenders_form_one_unbroken_chain(app, database):
     async def append(n: int) -> None:
-        async with database.session() as db, unit_of_work(db):
-            await audit.record(db, actor=SYSTEM, action="test.append", details={"n": n})
+        async with database.session() as db, unit_of_work(db) as tx:
+            await audit.record(tx, actor=SYSTEM, action="test.append", details={"n": n})
 
     await asyncio.gather(*(append(n) for n in range(30)))
     records = await audit_records(database)
@@ -411,11 +412,11 @@ async def test_a_rolled_back_change_leaves_no_record(app, database):
 
     async with database.session() as db:
         with pytest.raises(Abort):
-            async with unit_of_work(db):
-                await audit.record(db, actor=SYSTEM, action="test.rolled_back")
+            async with unit_of_work(db) as tx:
+                await audit.record(tx, actor=SYSTEM, action="test.rolled_back")
                 raise Abort
-        async with unit_of_work(db):
-            await audit.record(db, actor=SYSTEM, action="test.committed")
+        async with unit_of_work(db) as tx:
+            await audit.record(tx, actor=SYSTEM, action="test.committed")
     records = await audit_records(database)
     assert [(r.seq, r.action) for r in records] == [(1, "test.committed")]
     assert records[0].prev_hash == GENESIS
@@ -479,17 +480,17 @@ async def test_every_committed_record_is_sealed_into_the_chain_at_commit(bank, d
             source = await db.scalar(
                 text("SELECT prosrc FROM pg_proc WHERE proname = 'audit_seal'")
             )
-        assert f"pg_advisory_xact_lock({audit.AUDIT_CHAIN_LOCK})" in source
+        assert f"pg_advisory_xact_lock({AUDIT_CHAIN_LOCK})" in source
 
 
 async def test_benchmark_filler_records_extend_the_chain_validly(database):
     """bench.scale measures verification over a long log by topping it up with chained
-    filler records (app.services.scale_books.pad_audit_log)."""
-    from app.services import scale_books
+    filler records (bench.books.pad_audit_log)."""
+    from bench import books
 
     async with database.session() as db:
-        assert await scale_books.pad_audit_log(db, 25, batch=10) == 25
-        assert await scale_books.pad_audit_log(db, 25) == 0
+        assert await books.pad_audit_log(db, 25, batch=10) == 25
+        assert await books.pad_audit_log(db, 25) == 0
     records = await audit_records(database, "bench.filler")
     assert [r.seq for r in records] == list(range(1, 26))
     assert await _service_verify(database) == audit.ChainReport(True, 25, None)

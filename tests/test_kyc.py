@@ -9,9 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from app.models import Job, KycDocument
+from app.models import Job, JobKind, KycDocument
 from app.services import jobs
-from app.services.customers import KYC_JOB
 from tests.helpers import audit_records, customer_row, execute, register_without_kyc, wait_for
 
 WATCHLIST_REASON = "full name matches the watch list"
@@ -111,7 +110,7 @@ async def test_registration_commits_a_queued_job_that_the_sweeper_runs(app, data
     registration = await register_without_kyc(app, username="liam")
     job = await _job(database, registration.job_id)
     assert (job.kind, job.status, job.payload) == (
-        KYC_JOB,
+        JobKind.kyc_check,
         "queued",
         {"customer_id": registration.customer.id},
     )
@@ -206,10 +205,10 @@ async def test_concurrent_sweepers_run_each_job_exactly_once(app, database):
 async def test_a_failing_job_is_retried_later_then_given_up(app, database, monkeypatch):
     registration = await register_without_kyc(app)
 
-    async def broken(db, payload):
+    async def broken(db, tx, payload):
         raise RuntimeError("watch-list service unavailable")
 
-    monkeypatch.setitem(jobs.HANDLERS, KYC_JOB, broken)
+    monkeypatch.setitem(jobs.HANDLERS, JobKind.kyc_check, broken)
     assert not await jobs.run_job(database, registration.job_id)
     job = await _job(database, registration.job_id)
     assert (job.status, job.attempts) == ("queued", 1)
@@ -245,16 +244,16 @@ async def test_runners_that_both_hold_a_claim_still_run_the_job_once(app, databa
     async def always_claimed(db, job_id, lease_seconds):
         return True
 
-    handler = jobs._handler_for(KYC_JOB)
+    handler = jobs.HANDLERS[JobKind.kyc_check]
     calls = []
 
-    async def slow_handler(db, payload):
+    async def slow_handler(db, tx, payload):
         calls.append(payload)
         await asyncio.sleep(0.1)
-        await handler(db, payload)
+        await handler(db, tx, payload)
 
     monkeypatch.setattr(jobs, "_claim", always_claimed)
-    monkeypatch.setitem(jobs.HANDLERS, KYC_JOB, slow_handler)
+    monkeypatch.setitem(jobs.HANDLERS, JobKind.kyc_check, slow_handler)
     await asyncio.gather(*(jobs.run_job(database, registration.job_id) for _ in range(3)))
     assert len(calls) == 1
     assert len(await audit_records(database, "kyc.check")) == 1

@@ -17,11 +17,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from typer.testing import CliRunner
 
+from app import store
 from app.cli import cli
-from app.db import driver, unit_of_work
+from app.db import unit_of_work
 from app.models import JournalKind
-from app.services import accounts as account_service
-from app.services import ledger as ledger_service
 from tests.helpers import Bank
 from tests.ledger_helpers import (
     amount,
@@ -138,19 +137,14 @@ async def test_an_unbalanced_journal_is_never_written(bank, app):
     _, headers, number = await funded_account(bank, "10.00")
     database = app.state.database
     async with database.session() as db:
-        with pytest.raises(ledger_service.UnbalancedJournal):
-            async with unit_of_work(db):
-                locked = await account_service.lock_accounts(db, [number])
-                ledger_service.journal_writes(
-                    await driver(db),
-                    journal_id=1,
-                    kind=JournalKind.deposit,
-                    amount=500,
-                    currency="USD",
-                    lines=[(locked[number], 500)],
-                    description=None,
-                    customer_id=None,
-                    initiated_by=None,
+        with pytest.raises(store.UnbalancedJournal):
+            async with unit_of_work(db) as tx:
+                locked = await store.lock_movement(tx, [number])
+                await store.post_journal(
+                    tx,
+                    locked,
+                    store.NewJournal(JournalKind.deposit, 500, "USD", None, None, None),
+                    [(locked.accounts[number], 500)],
                 )
     assert await journal_count(app) == 1
     assert await balance(bank.client, headers, number) == "10.00"

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, text
 
-from app.db import BodyWaited, Driver, Sql, _fused, driver, movement
-from app.problems import request_id_var
+from app.context import request_id_var
+from app.db import BodyWaited, Sql, Tx, money_transaction, session_tx
+from app.db.driver import fused
 from app.services import audit
 from app.services.audit import SYSTEM
 from tests.helpers import wait_for
@@ -69,30 +70,32 @@ async def test_a_batch_that_sqlite_rolled_back_acknowledges_none_of_its_units(da
         assert database.group_commit is None
         return
 
-    async def first(sql: Driver) -> str:
-        await audit.append(sql, actor=SYSTEM, action="test.first")
+    async def first(tx: Tx) -> str:
+        await audit.record(tx, actor=SYSTEM, action="test.first")
         return "done"
 
-    async def second(sql: Driver) -> None:
-        sql.execute_plain("ROLLBACK")  # what SQLite does on SQLITE_FULL / SQLITE_IOERR
+    async def second(tx: Tx) -> None:
+        await tx.write(Sql("ROLLBACK"))  # what SQLite does on SQLITE_FULL / SQLITE_IOERR
         raise OSError("disk I/O error")
 
     # Queued together: the same batch, first before second.
     results = await asyncio.gather(
-        movement(database, first), movement(database, second), return_exceptions=True
+        money_transaction(database, first),
+        money_transaction(database, second),
+        return_exceptions=True,
     )
     assert isinstance(results[1], OSError)  # its own error
     with pytest.raises(Exception, match="rolled back"):
         raise results[0]  # not acknowledged
     assert not [r for r in await _actions(database) if r == "test.first"]
     # The next batch starts clean.
-    await movement(database, _append("test.after"))
+    await money_transaction(database, _append("test.after"))
     assert "test.after" in await _actions(database)
 
 
 def _append(action: str):  # type: ignore[no-untyped-def]
-    async def body(sql: Driver) -> str:
-        await audit.append(sql, actor=SYSTEM, action=action)
+    async def body(tx: Tx) -> str:
+        await audit.record(tx, actor=SYSTEM, action=action)
         return action
 
     return body
@@ -106,10 +109,10 @@ async def test_queued_movements_run_back_to_back_in_one_batch_each_in_its_own_co
 
     async def as_request(request_id: str, body):  # type: ignore[no-untyped-def]
         request_id_var.set(request_id)
-        return await movement(database, body)
+        return await money_transaction(database, body)
 
-    async def fails(sql: Driver) -> None:
-        await audit.append(sql, actor=SYSTEM, action="test.failed")
+    async def fails(tx: Tx) -> None:
+        await audit.record(tx, actor=SYSTEM, action="test.failed")
         raise ValueError("refused")
 
     commits = 0
@@ -158,12 +161,14 @@ async def test_a_movement_that_waits_inside_its_transaction_is_refused(database)
         assert database.group_commit is None
         return
 
-    async def waits(sql: Driver) -> None:
-        await audit.append(sql, actor=SYSTEM, action="test.waited")
+    async def waits(tx: Tx) -> None:
+        await audit.record(tx, actor=SYSTEM, action="test.waited")
         await asyncio.sleep(0.01)
 
     results = await asyncio.gather(
-        movement(database, waits), movement(database, _append("test.next")), return_exceptions=True
+        money_transaction(database, waits),
+        money_transaction(database, _append("test.next")),
+        return_exceptions=True,
     )
     assert isinstance(results[0], BodyWaited)
     assert results[1] == "test.next"
@@ -175,10 +180,10 @@ async def test_a_caller_that_gives_up_before_its_movement_ran_changes_nothing(da
     if not database.is_sqlite:
         assert database.group_commit is None
         return
-    abandoned = asyncio.ensure_future(movement(database, _append("test.abandoned")))
+    abandoned = asyncio.ensure_future(money_transaction(database, _append("test.abandoned")))
     await asyncio.sleep(0)  # queued; the leader has not run it yet
     abandoned.cancel()
-    assert await movement(database, _append("test.kept")) == "test.kept"
+    assert await money_transaction(database, _append("test.kept")) == "test.kept"
     with pytest.raises(asyncio.CancelledError):
         await abandoned
     actions = await _actions(database)
@@ -187,8 +192,8 @@ async def test_a_caller_that_gives_up_before_its_movement_ran_changes_nothing(da
 
 async def _actions(database) -> list[str]:  # type: ignore[no-untyped-def]
     async with database.session() as db:
-        sql = await driver(db)
-        return [row[0] for row in await sql.all(_ACTIONS)]
+        tx = await session_tx(db)
+        return [row[0] for row in await tx.all(_ACTIONS)]
 
 
 async def test_queued_movements_run_with_no_event_loop_turn_between_them(database):
@@ -201,15 +206,17 @@ async def test_queued_movements_run_with_no_event_loop_turn_between_them(databas
     turned: list[bool] = []
     loop_turned = asyncio.Event()
 
-    async def first(sql: Driver) -> None:
+    async def first(tx: Tx) -> None:
         asyncio.get_running_loop().call_soon(loop_turned.set)
-        await audit.append(sql, actor=SYSTEM, action="test.first")
+        await audit.record(tx, actor=SYSTEM, action="test.first")
 
-    async def later(sql: Driver) -> None:
+    async def later(tx: Tx) -> None:
         turned.append(loop_turned.is_set())
-        await audit.append(sql, actor=SYSTEM, action="test.later")
+        await audit.record(tx, actor=SYSTEM, action="test.later")
 
-    await asyncio.gather(movement(database, first), *(movement(database, later) for _ in range(5)))
+    await asyncio.gather(
+        money_transaction(database, first), *(money_transaction(database, later) for _ in range(5))
+    )
     assert turned == [False] * 5
     assert loop_turned.is_set()
 
@@ -249,35 +256,31 @@ async def test_a_postgres_movement_takes_five_round_trips(bank, database):
 
 
 async def test_writes_sent_together_take_effect_together_or_not_at_all(database):
-    """`Driver.write`: on PostgreSQL one statement for several writes. Each takes
+    """`Tx.write`: on PostgreSQL one statement for several writes. Each takes
     effect; a statement given the wrong parameters fails the movement and leaves
     nothing of it."""
 
-    async def both(sql: Driver) -> None:
-        await sql.write(
-            await audit.appending(sql, actor=SYSTEM, action="test.first"),
-            (_INSERT_MARKER, ("test.marker",)),
-        )
+    async def both(tx: Tx) -> None:
+        await audit.record(tx, actor=SYSTEM, action="test.first")
+        await tx.write(_INSERT_MARKER, "test.marker")
 
-    await movement(database, both)
+    await money_transaction(database, both)
 
-    async def wrong(sql: Driver) -> None:
-        await sql.write(
-            await audit.appending(sql, actor=SYSTEM, action="test.wrong"),
-            (_INSERT_MARKER, ("test.marker", "one too many")),
-        )
+    async def wrong(tx: Tx) -> None:
+        await audit.record(tx, actor=SYSTEM, action="test.wrong")
+        await tx.write(_INSERT_MARKER, "test.marker", "one too many")
 
     with pytest.raises(Exception, match=r"parameter|binding|placeholder"):
-        await movement(database, wrong)
+        await money_transaction(database, wrong)
 
-    async def read(sql: Driver) -> list[str]:
-        return [row[0] for row in await sql.all(_ACTIONS)]
+    async def read(tx: Tx) -> list[str]:
+        return [row[0] for row in await tx.all(_ACTIONS)]
 
-    assert await movement(database, read) == ["test.first"]
+    assert await money_transaction(database, read) == ["test.first"]
     # PostgreSQL could not nest these safely: refused rather than rewritten.
     for text_ in ("WITH x AS (SELECT 1) DELETE FROM login_throttle", "SELECT 'costs $1', ?"):
         with pytest.raises(ValueError, match="cannot send together"):
-            _fused((_INSERT_MARKER, Sql(text_)))
+            fused((_INSERT_MARKER, Sql(text_)))
     async with database.session() as db:
         count = await db.scalar(text("SELECT COUNT(*) FROM login_throttle"))
     assert count == 1

@@ -12,7 +12,9 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from app.db import Driver, GroupCommit, Sql, _SQLiteDriver, driver, movement
+from app.db import Sql, Tx, money_transaction, session_tx
+from app.db.driver import SQLiteDriver
+from app.db.group_commit import GroupCommit
 from app.services import audit
 from app.services.audit import SYSTEM
 from tests.ledger_helpers import funded_account
@@ -22,8 +24,8 @@ _SLEEP = Sql("SELECT 1", "SELECT pg_sleep(1)")
 
 
 def _append(action: str):  # type: ignore[no-untyped-def]
-    async def body(sql: Driver) -> str:
-        await audit.append(sql, actor=SYSTEM, action=action)
+    async def body(tx: Tx) -> str:
+        await audit.record(tx, actor=SYSTEM, action=action)
         return action
 
     return body
@@ -31,7 +33,7 @@ def _append(action: str):  # type: ignore[no-untyped-def]
 
 async def _actions(database) -> list[str]:  # type: ignore[no-untyped-def]
     async with database.session() as db:
-        return [row[0] for row in await (await driver(db)).all(_ACTIONS)]
+        return [row[0] for row in await (await session_tx(db)).all(_ACTIONS)]
 
 
 async def _backend_states(database) -> list[str]:  # type: ignore[no-untyped-def]
@@ -54,7 +56,7 @@ async def test_callers_queued_behind_a_failed_batch_are_still_answered(database,
     if not database.is_sqlite:
         assert database.group_commit is None
         return
-    real = _SQLiteDriver.execute_plain
+    real = SQLiteDriver.execute_plain
     savepoints = 0
 
     def flaky(self, statement: str) -> None:  # type: ignore[no-untyped-def]
@@ -65,8 +67,8 @@ async def test_callers_queued_behind_a_failed_batch_are_still_answered(database,
                 raise sqlite3.OperationalError("disk I/O error")
         real(self, statement)
 
-    monkeypatch.setattr(_SQLiteDriver, "execute_plain", flaky)
-    calls = [movement(database, _append(f"test.{i}")) for i in range(3)]
+    monkeypatch.setattr(SQLiteDriver, "execute_plain", flaky)
+    calls = [money_transaction(database, _append(f"test.{i}")) for i in range(3)]
     results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
     assert isinstance(results[0], sqlite3.OperationalError)  # its batch failed
     assert isinstance(results[1], sqlite3.OperationalError)
@@ -94,7 +96,7 @@ async def test_a_writer_that_gives_up_on_a_batch_handed_to_it_closes_it(database
 
     held = asyncio.ensure_future(holder())
     await holding.wait()
-    moved = asyncio.ensure_future(movement(database, _append("test.moved")))
+    moved = asyncio.ensure_future(money_transaction(database, _append("test.moved")))
     await asyncio.sleep(0.01)
     waiting = asyncio.ensure_future(waiter())
     await asyncio.sleep(0.01)
@@ -124,13 +126,13 @@ async def test_a_cancelled_postgres_movement_leaves_no_connection_in_a_transacti
     if database.is_sqlite:
         return
 
-    async def slow(sql: Driver) -> str:
-        await audit.append(sql, actor=SYSTEM, action="test.slow")
-        await sql.one(_SLEEP)
+    async def slow(tx: Tx) -> str:
+        await audit.record(tx, actor=SYSTEM, action="test.slow")
+        await tx.one(_SLEEP)
         return "slow"
 
-    await movement(database, _append("test.warm"))
-    task = asyncio.ensure_future(movement(database, slow))
+    await money_transaction(database, _append("test.warm"))
+    task = asyncio.ensure_future(money_transaction(database, slow))
     await asyncio.sleep(0.3)
     for _ in range(cancels):
         task.cancel()
@@ -138,7 +140,8 @@ async def test_a_cancelled_postgres_movement_leaves_no_connection_in_a_transacti
     with pytest.raises(asyncio.CancelledError):
         await task
     answers = [
-        await asyncio.wait_for(movement(database, _append(f"test.after.{i}")), 5) for i in range(3)
+        await asyncio.wait_for(money_transaction(database, _append(f"test.after.{i}")), 5)
+        for i in range(3)
     ]
     assert answers == ["test.after.0", "test.after.1", "test.after.2"]
     actions = await _actions(database)
@@ -150,14 +153,14 @@ async def test_a_cancelled_postgres_movement_leaves_no_connection_in_a_transacti
 async def test_a_postgres_movement_cancelled_at_begin_changes_nothing_after_it(database):
     if database.is_sqlite:
         return
-    await movement(database, _append("test.warm"))
-    task = asyncio.ensure_future(movement(database, _append("test.cancelled")))
+    await money_transaction(database, _append("test.warm"))
+    task = asyncio.ensure_future(money_transaction(database, _append("test.cancelled")))
     await asyncio.sleep(0)  # up to its first real wait: BEGIN on the pooled connection
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     for i in range(3):
-        assert await asyncio.wait_for(movement(database, _append(f"test.after.{i}")), 5)
+        assert await asyncio.wait_for(money_transaction(database, _append(f"test.after.{i}")), 5)
     actions = await _actions(database)
     assert {"test.after.0", "test.after.1", "test.after.2"} <= set(actions)
 
@@ -166,7 +169,7 @@ async def test_dead_postgres_connections_are_replaced(database):
     if database.is_sqlite:
         return
     for i in range(2):
-        await movement(database, _append(f"test.warm.{i}"))
+        await money_transaction(database, _append(f"test.warm.{i}"))
     url = make_url(database.settings.db_url)
     admin = await asyncpg.connect(host=url.host, port=url.port, user=url.username)
     try:
@@ -180,7 +183,7 @@ async def test_dead_postgres_connections_are_replaced(database):
     outcomes = []
     for i in range(6):
         try:
-            outcomes.append(await movement(database, _append(f"test.after.{i}")))
+            outcomes.append(await money_transaction(database, _append(f"test.after.{i}")))
         except Exception as exc:  # the first use of each dead connection fails
             outcomes.append(type(exc).__name__)
     assert outcomes[-3:] == ["test.after.3", "test.after.4", "test.after.5"], outcomes

@@ -3,7 +3,7 @@
 from app.models.audit import AuditRecord
 from app.models.base import Base
 from app.models.customer import Customer, CustomerStatus, KycDocument, KycStatus
-from app.models.job import Job
+from app.models.job import Job, JobKind
 from app.models.ledger import (
     Account,
     AccountKind,
@@ -28,6 +28,7 @@ __all__ = [
     "Entry",
     "IdempotencyRecord",
     "Job",
+    "JobKind",
     "Journal",
     "JournalKind",
     "JournalStatus",

@@ -1,12 +1,20 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, BigId, UTCDateTime, utcnow
+
+
+class JobKind(StrEnum):
+    """Every kind of background job; app.services.jobs.HANDLERS runs each."""
+
+    kyc_check = "kyc.check"
+    """The automatic KYC check of a new registration (app.services.kyc)."""
 
 
 class Job(Base):

@@ -129,7 +129,7 @@ class Entry(Base):
 
 class OutgoingMinute(Base):
     """A customer's outgoing movements summed per minute (withdrawals and transfers, not
-    rejected ones), written with each journal by `journal_writes`. The rolling daily limit
+    rejected ones), written with each journal by `post_journal`. The rolling daily limit
     adds up at most 1,440 of these plus the journals of the window's first minute, so its
     cost does not grow with the customer's activity. A journal that is later rejected must
     take its amount out of its minute."""

@@ -25,7 +25,7 @@ from app.schemas.ledger import (
     WithdrawalIn,
 )
 from app.services import accounts, customers, history, ledger, statements
-from app.services.idempotency import Outcome
+from app.services.ledger import Movement
 from app.services.pagination import decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/api/customers", tags=["customers"])
@@ -87,12 +87,13 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 MONEY_ERRORS = problem_responses(401, 403, 404, 409, 422)
 
 
-def _outcome(outcome: Outcome) -> Response:
-    """The stored answer as is (already the response model's shape: no re-validation)."""
-    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+def _created(movement: Movement) -> Response:
+    """201 with the transaction (TransactionView has the response model's fields, which
+    a test checks against the schema: serialized as it is, not validated again)."""
+    headers = {"Idempotent-Replayed": "true"} if movement.replayed else None
     return Response(
-        orjson.dumps(outcome.body),
-        status_code=outcome.status,
+        orjson.dumps(movement.transaction),
+        status_code=201,
         headers=headers,
         media_type="application/json",
     )
@@ -212,8 +213,8 @@ async def deposit(
     principal: CurrentCustomer,
     database: DatabaseDep,
     idempotency_key: IdempotencyKeyHeader = None,
-) -> Any:
-    return _outcome(
+) -> Response:
+    return _created(
         await ledger.deposit(
             database,
             principal=principal,
@@ -238,8 +239,8 @@ async def withdrawal(
     principal: CurrentCustomer,
     database: DatabaseDep,
     idempotency_key: IdempotencyKeyHeader = None,
-) -> Any:
-    return _outcome(
+) -> Response:
+    return _created(
         await ledger.withdraw(
             database,
             principal=principal,
@@ -264,8 +265,8 @@ async def transfer(
     principal: CurrentCustomer,
     database: DatabaseDep,
     idempotency_key: IdempotencyKeyHeader = None,
-) -> Any:
-    return _outcome(
+) -> Response:
+    return _created(
         await ledger.transfer(
             database,
             principal=principal,
@@ -304,10 +305,10 @@ async def list_transactions(
         limit=limit + 1,
     )
     next_cursor = (
-        encode_cursor(int(items[limit - 1]["transaction_id"])) if len(items) > limit else None
+        encode_cursor(int(items[limit - 1].transaction_id)) if len(items) > limit else None
     )
     return Page[TransactionOut](
-        items=[TransactionOut(**i) for i in items[:limit]], next_cursor=next_cursor
+        items=[TransactionOut.model_validate(i) for i in items[:limit]], next_cursor=next_cursor
     )
 
 
@@ -318,5 +319,8 @@ async def list_transactions(
     summary="One of my transactions",
     responses=problem_responses(401, 403, 404),
 )
-async def get_transaction(transaction_id: str, principal: CurrentCustomer, db: DbSession) -> Any:
-    return await history.get_transaction(db, principal=principal, transaction_id=transaction_id)
+async def get_transaction(
+    transaction_id: str, principal: CurrentCustomer, db: DbSession
+) -> TransactionOut:
+    view = await history.get_transaction(db, principal=principal, transaction_id=transaction_id)
+    return TransactionOut.model_validate(view)

@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Response, UploadFile
 from fastapi.security import OAuth2PasswordRequestForm
-from sqlalchemy import text
 
 from app.deps import CurrentUser, DatabaseDep, DbSession, SecurityDep, SettingsDep
 from app.schemas.auth import MeOut, PasswordChangeIn, RefreshIn, TokenOut
@@ -29,10 +28,8 @@ async def live() -> dict[str, str]:
     summary="The database is reachable",
     responses={503: {"description": "Not ready"}},
 )
-async def ready(db: DbSession, response: Response) -> dict[str, str]:
-    try:
-        await db.execute(text("SELECT 1"))
-    except Exception:
+async def ready(database: DatabaseDep, response: Response) -> dict[str, str]:
+    if not await database.is_reachable():
         response.status_code = 503
         return {"status": "unavailable"}
     return {"status": "ok"}

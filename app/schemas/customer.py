@@ -6,8 +6,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, EmailStr, Field, ValidationInfo, field_validator
 
+from app.passwords import password_problem
 from app.schemas.common import Schema, UtcDateTime
-from app.services.passwords import password_problem
 
 USERNAME_RE = r"^[a-z0-9_.-]{3,32}$"
 E164_RE = r"^\+[1-9][0-9]{6,14}$"

@@ -1,18 +1,18 @@
-"""Customer accounts: numbers, opening, closing, status, and the row locks that every
-money movement takes (in id order, so two movements never deadlock)."""
+"""Customer accounts: numbers, opening, closing, status, and the rules every money
+movement checks on the accounts it locked (app.store.accounts takes the locks)."""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import Driver, driver, locking, retry_on_conflict, unit_of_work
+from app import store
+from app.db import retry_on_conflict, unit_of_work
 from app.errors import (
     AccountNotActive,
     AccountNotFound,
@@ -26,6 +26,7 @@ from app.models import Account, AccountKind, AccountStatus, CustomerStatus
 from app.security import Principal
 from app.services import audit
 from app.services.audit import Actor
+from app.store import LockedAccount
 
 NUMBER_LENGTH = 12
 
@@ -95,37 +96,6 @@ async def lock_accounts(db: AsyncSession, numbers: Iterable[str]) -> dict[str, A
     return {account.number: account for account in rows}
 
 
-# The money path's account columns (its lock: ledger.lock_movement) and customer lock.
-ACCOUNT_COLUMNS = "id, number, customer_id, kind, currency, balance, held, status"
-LOCK_CUSTOMER = locking("SELECT status FROM customers WHERE id = ?")
-
-
-@dataclass(slots=True)
-class LockedAccount:
-    """An account row as the money path reads it under its lock."""
-
-    id: int
-    number: str
-    customer_id: int | None
-    kind: str
-    currency: str
-    balance: int
-    held: int
-    status: str
-
-    @property
-    def available_balance(self) -> int:
-        return self.balance - self.held
-
-
-async def lock_customer(sql: Driver, principal: Principal) -> str | None:
-    """Lock the caller's customer row and return its status (None: not a customer), for
-    `check_can_transact`: serialises one customer's movements so the daily limit cannot
-    be overrun by concurrent requests."""
-    row = await sql.one(LOCK_CUSTOMER, principal.customer_id)
-    return row[0] if row else None
-
-
 A = TypeVar("A", Account, LockedAccount)
 
 
@@ -147,8 +117,8 @@ def check_active(account: Account | LockedAccount, field: str) -> None:
 async def open_account(
     db: AsyncSession, *, principal: Principal, type: str, currency: str
 ) -> Account:
-    async with unit_of_work(db):
-        check_can_transact(await lock_customer(await driver(db), principal))
+    async with unit_of_work(db) as tx:
+        check_can_transact(await store.lock_customer(tx, principal.customer_id))
         account = Account(
             number=new_number(),
             customer_id=principal.customer_id,
@@ -162,7 +132,7 @@ async def open_account(
         db.add(account)
         await db.flush()
         await audit.record(
-            db,
+            tx,
             actor=Actor.of(principal),
             action="account.open",
             entity_type="account",
@@ -197,7 +167,7 @@ async def get_account(db: AsyncSession, *, principal: Principal, number: str) ->
 async def close_account(db: AsyncSession, *, principal: Principal, number: str) -> Account:
     number = parse_number(number, field="account_number")
     async with audit.denials_recorded(db, actor=Actor.of(principal), action="account.close"):
-        async with unit_of_work(db):
+        async with unit_of_work(db) as tx:
             account = owned(
                 (await lock_accounts(db, [number])).get(number), principal, number, "account_number"
             )
@@ -208,7 +178,7 @@ async def close_account(db: AsyncSession, *, principal: Principal, number: str) 
             account.status = AccountStatus.closed
             account.closed_at = datetime.now(UTC)
             await audit.record(
-                db,
+                tx,
                 actor=Actor.of(principal),
                 action="account.close",
                 entity_type="account",
@@ -223,7 +193,7 @@ async def set_status(
 ) -> Account:
     """An admin freezes, unfreezes or closes an account."""
     number = parse_number(number, field="account_number")
-    async with unit_of_work(db):
+    async with unit_of_work(db) as tx:
         account = (await lock_accounts(db, [number])).get(number)
         if account is None or account.kind != AccountKind.customer:
             raise AccountNotFound(f"No account {number}.")
@@ -233,7 +203,7 @@ async def set_status(
         account.status = status
         account.closed_at = datetime.now(UTC) if status == AccountStatus.closed else None
         await audit.record(
-            db,
+            tx,
             actor=Actor.of(principal),
             action="account.status",
             entity_type="account",

@@ -1,12 +1,8 @@
-"""The audit trail: one hash-chained, append-only log written in the same transaction as
-the change it records, so a rolled-back change leaves no record and a committed one
-always has its record.
-
-Chain: hash = SHA-256(canonical JSON of the record, including prev_hash). The next seq
-is taken inside the writer's transaction: SQLite writers are already serial (BEGIN
-IMMEDIATE); on PostgreSQL the record is sealed at COMMIT by a deferred trigger under a
-transaction-scoped advisory lock (see `append`), so concurrent writers still form one
-unbroken chain.
+"""The audit trail (API.md §8): who did what, recorded in the same transaction as the
+change, so a rolled-back change leaves no record and a committed one always has its
+record. The hash chain itself is the store's (app.store.audit); here are the actors,
+`record` (the one way to write a record), the chain's verification and the log's
+filtered reads.
 """
 
 from __future__ import annotations
@@ -23,53 +19,15 @@ import orjson
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import Database, Driver, Sql, Write, driver
+from app import store
+from app.context import client_ip_var, request_id_var
+from app.db import Database, Tx, session_tx, unit_of_work
 from app.errors import BankError
 from app.models import AuditRecord
-from app.problems import client_ip_var, request_id_var
 from app.security import Principal
+from app.store.audit import CANONICAL, GENESIS, compute_hash
 
-GENESIS = "0" * 64
-AUDIT_CHAIN_LOCK = 0x4155444954  # "AUDIT": pg_advisory_xact_lock key, also in migration 0003
-
-
-CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
-
-
-def compute_hash(
-    at: datetime,
-    actor_id: str | None,
-    actor_role: str | None,
-    action: str,
-    entity_type: str | None,
-    entity_id: str | None,
-    outcome: str,
-    ip: str | None,
-    request_id: str | None,
-    details: dict[str, Any],
-    *,
-    seq: int,
-    prev_hash: str,
-) -> str:
-    """SHA-256 of the record's canonical form: a JSON array in a fixed field order, the
-    time in RFC 3339 UTC, `details` with sorted keys (orjson, so it costs microseconds:
-    verification streams millions of these). PostgreSQL's audit_append() builds the same
-    bytes around the serialised middle of this array."""
-    content = [
-        seq,
-        at,
-        actor_id,
-        actor_role,
-        action,
-        entity_type,
-        entity_id,
-        outcome,
-        ip,
-        request_id,
-        details,
-        prev_hash,
-    ]
-    return hashlib.sha256(orjson.dumps(content, option=CANONICAL)).hexdigest()
+__all__ = ["GENESIS", "Actor", "compute_hash", "record", "verify_chain"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,34 +46,8 @@ SYSTEM = Actor("system", "system")
 ANONYMOUS = Actor(None, None)
 
 
-async def record(db: AsyncSession, **fields: Any) -> None:
-    """`append` (same keyword fields) on the session's transaction. Must be called
-    inside the caller's unit of work."""
-    await append(await driver(db), **fields)
-
-
-_APPEND_PG = Sql(
-    "",
-    "INSERT INTO audit_pending (at, actor_id, actor_role, action, entity_type, entity_id,"
-    " outcome, ip, request_id, details, middle)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-)
-_TAIL = Sql("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-_APPEND = Sql(
-    "INSERT INTO audit_log (seq, at, actor_id, actor_role, action, entity_type, entity_id,"
-    " outcome, ip, request_id, details, prev_hash, hash)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-
-
-async def append(sql: Driver, **fields: Any) -> None:
-    """Append one record (`appending`'s keyword fields) on the unit of work's driver
-    connection (the money path's form of `record`)."""
-    await sql.write(await appending(sql, **fields))
-
-
-async def appending(
-    sql: Driver,
+async def record(
+    tx: Tx,
     *,
     actor: Actor,
     action: str,
@@ -123,37 +55,24 @@ async def appending(
     entity_id: str | int | None = None,
     outcome: str = "success",
     details: dict[str, Any] | None = None,
-) -> Write:
-    """The write that appends this record, for the caller to send (`Driver.write`),
-    one record per write: on SQLite it is numbered after the chain's tail as read now.
-
-    PostgreSQL: the record goes to audit_pending, and a deferred trigger (migration
-    0003) seals it into the chain at COMMIT: it takes the chain lock, reads the tail and
-    appends with the same hash as `compute_hash`. Concurrent writers so hold the lock
-    only while they commit. SQLite: writers are serial, the tail is read directly."""
-    # Serialise details once: the hash covers exactly the JSON that is stored.
-    stored_details = orjson.dumps(details or {}, default=str)
-    content: list[Any] = [
-        datetime.now(UTC),
-        actor.id,
-        actor.role,
-        action,
-        entity_type,
-        str(entity_id) if entity_id is not None else None,
-        outcome,
-        client_ip_var.get(),
-        request_id_var.get(),
-        orjson.loads(stored_details),
-    ]
-    if not sql.is_sqlite:
-        middle = orjson.dumps(content, option=CANONICAL)[1:-1].decode()
-        return _APPEND_PG, (*content[:9], stored_details.decode(), middle)
-    tail = await sql.one(_TAIL)
-    seq, prev_hash = (tail[0] + 1, tail[1]) if tail else (1, GENESIS)
-    digest = compute_hash(*content, seq=seq, prev_hash=prev_hash)
-    content[0] = sql.timestamp(content[0])
-    content[9] = stored_details.decode()
-    return _APPEND, (seq, *content, prev_hash, digest)
+) -> None:
+    """Record what `actor` did, in the caller's transaction (`unit_of_work` or a money
+    transaction), with the request's id and client address."""
+    await store.append_audit(
+        tx,
+        store.AuditEntry(
+            datetime.now(UTC),
+            actor.id,
+            actor.role,
+            action,
+            entity_type,
+            str(entity_id) if entity_id is not None else None,
+            outcome,
+            client_ip_var.get(),
+            request_id_var.get(),
+            details or {},
+        ),
+    )
 
 
 @dataclass
@@ -163,43 +82,24 @@ class ChainReport:
     first_invalid_seq: int | None
 
 
-_CHAIN_PAGE = Sql(
-    "SELECT seq, at, actor_id, actor_role, action, entity_type, entity_id, outcome, ip,"
-    " request_id, details, prev_hash, hash FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",
-    "SELECT seq, at, actor_id, actor_role, action, entity_type, entity_id, outcome, ip,"
-    " request_id, details::text, prev_hash, hash FROM audit_log WHERE seq > $1"
-    " ORDER BY seq LIMIT $2",
-)
-
-
 async def verify_chain(db: AsyncSession, batch: int = 10_000) -> ChainReport:
     """Recompute the chain in seq order, streaming it a page at a time: constant memory
-    whatever the length of the log. Rows come straight from the driver as tuples (the
-    stored JSON parsed by orjson, SQLite's timestamps by datetime): this loop runs
-    millions of times, and each row costs microseconds."""
-    sql = await driver(db)
+    whatever the length of the log (this loop runs millions of times)."""
+    tx = await session_tx(db)
     prev = GENESIS
     checked = 0
     after = 0
-    sha256, dumps, loads, parse_time = hashlib.sha256, orjson.dumps, orjson.loads, _parse_time
-    while rows := await sql.all(_CHAIN_PAGE, after, batch):
-        for row in rows:
-            content = list(row[:12])
-            if sql.is_sqlite:
-                content[1] = parse_time(content[1])
-            content[10] = loads(content[10])
+    sha256, dumps = hashlib.sha256, orjson.dumps
+    while page := await store.chain_page(tx, after_seq=after, limit=batch):
+        for content, stored_hash in page:
             checked += 1
             if content[11] != prev:
-                return ChainReport(False, checked, row[0])
-            prev = row[12]
+                return ChainReport(False, checked, content[0])
+            prev = stored_hash
             if sha256(dumps(content, option=CANONICAL)).hexdigest() != prev:
-                return ChainReport(False, checked, row[0])
-        after = rows[-1][0]
+                return ChainReport(False, checked, content[0])
+        after = page[-1][0][0]
     return ChainReport(True, checked, None)
-
-
-def _parse_time(stored: str | datetime) -> datetime:
-    return stored if isinstance(stored, datetime) else datetime.fromisoformat(stored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,8 +143,6 @@ async def denials_recorded(
     back the service's transaction, so the record is written in a transaction of its own:
     on the caller's session (its read ends first, so a request never holds two pooled
     connections), or, for the money path, which has no session, on a session of its own."""
-    from app.db import unit_of_work
-
     try:
         yield
     except BankError as exc:
@@ -257,9 +155,9 @@ async def denials_recorded(
                 if isinstance(owner, AsyncSession)
                 else await stack.enter_async_context(owner.session())
             )
-            async with unit_of_work(db):
+            async with unit_of_work(db) as tx:
                 await record(
-                    db,
+                    tx,
                     actor=actor,
                     action=action,
                     entity_type=entity_type,

@@ -7,18 +7,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import end_reads, retry_on_conflict, unit_of_work
+from app import store
+from app.db import Tx, end_reads, retry_on_conflict, unit_of_work
 from app.errors import AccountLocked, InvalidCredentials, InvalidCurrentPassword, TokenReused
 from app.errors import InvalidToken as InvalidRefreshToken
 from app.models import Customer, LoginThrottle, RefreshToken, User
+from app.passwords import check_password_policy
 from app.security import Principal, Security, hash_token, new_refresh_token
 from app.services import audit
 from app.services.audit import ANONYMOUS, Actor
-from app.services.passwords import check_password_policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,17 +48,12 @@ async def _issue(db: AsyncSession, security: Security, user: User, family_id: st
     return TokenPair(access, refresh, expires_in, user.role)
 
 
-async def _throttle(db: AsyncSession, key: str) -> LoginThrottle:
+async def _throttle(db: AsyncSession, tx: Tx, key: str) -> LoginThrottle:
     """The username's throttle row, created if absent and locked until COMMIT: concurrent
     attempts for one username take turns, so none of them checks the lockout before an
     earlier failure has been counted (a burst of guesses cannot outrun it), and the
     counter loses no updates. The loser of a create race waits for the winner's row."""
-    insert = pg_insert if db.bind.dialect.name == "postgresql" else sqlite_insert
-    await db.execute(
-        insert(LoginThrottle)
-        .values(username=key, failures=0, window_started_at=datetime.now(UTC))
-        .on_conflict_do_nothing(index_elements=[LoginThrottle.username])
-    )
+    await store.create_throttle(tx, key)
     row = await db.scalar(
         select(LoginThrottle)
         .where(LoginThrottle.username == key)
@@ -104,11 +98,11 @@ async def login(db: AsyncSession, security: Security, *, username: str, password
     await end_reads(db)
     # Hash work happens outside the write transaction: it is slow and needs no lock.
     password_ok = await security.verify_password(password, user.password_hash if user else None)
-    async with unit_of_work(db):
-        throttle = await _throttle(db, key)
+    async with unit_of_work(db) as tx:
+        throttle = await _throttle(db, tx, key)
         if until := _locked_until(throttle):
             await audit.record(
-                db,
+                tx,
                 actor=Actor.of(None),
                 action="auth.login",
                 entity_type="user",
@@ -120,7 +114,7 @@ async def login(db: AsyncSession, security: Security, *, username: str, password
         elif not password_ok or user is None or not user.is_active:
             _note_failure(throttle, security)
             await audit.record(
-                db,
+                tx,
                 actor=ANONYMOUS,
                 action="auth.login",
                 entity_type="user",
@@ -133,7 +127,7 @@ async def login(db: AsyncSession, security: Security, *, username: str, password
             throttle.failures, throttle.locked_until = 0, None
             pair = await _issue(db, security, user, uuid.uuid4().hex)
             await audit.record(
-                db,
+                tx,
                 actor=Actor(str(user.id), user.role),
                 action="auth.login",
                 entity_type="user",
@@ -146,7 +140,7 @@ async def login(db: AsyncSession, security: Security, *, username: str, password
 @retry_on_conflict
 async def refresh(db: AsyncSession, security: Security, *, refresh_token: str) -> TokenPair:
     now = datetime.now(UTC)
-    async with unit_of_work(db):
+    async with unit_of_work(db) as tx:
         token = await db.scalar(
             select(RefreshToken).where(RefreshToken.token_hash == hash_token(refresh_token))
         )
@@ -169,7 +163,7 @@ async def refresh(db: AsyncSession, security: Security, *, refresh_token: str) -
         if won.rowcount == 1 and user is not None and user.is_active:
             pair = await _issue(db, security, user, token.family_id)
             await audit.record(
-                db, actor=actor, action="auth.refresh", entity_type="user", entity_id=user.id
+                tx, actor=actor, action="auth.refresh", entity_type="user", entity_id=user.id
             )
             return pair
         await _revoke_family(db, token.family_id, now)
@@ -178,7 +172,7 @@ async def refresh(db: AsyncSession, security: Security, *, refresh_token: str) -
         # elsewhere in its family) or a deactivated user: the session is over, which is
         # no sign of theft. A token presented after it was rotated is.
         await audit.record(
-            db,
+            tx,
             actor=actor,
             action="auth.refresh_reuse" if reused else "auth.refresh",
             entity_type="user",
@@ -205,7 +199,7 @@ async def _revoke_family(db: AsyncSession, family_id: str, now: datetime) -> Non
 @retry_on_conflict
 async def logout(db: AsyncSession, *, principal: Principal, refresh_token: str) -> None:
     now = datetime.now(UTC)
-    async with unit_of_work(db):
+    async with unit_of_work(db) as tx:
         token = await db.scalar(
             select(RefreshToken).where(
                 RefreshToken.token_hash == hash_token(refresh_token),
@@ -215,7 +209,7 @@ async def logout(db: AsyncSession, *, principal: Principal, refresh_token: str) 
         if token is not None:
             await _revoke_family(db, token.family_id, now)
         await audit.record(
-            db,
+            tx,
             actor=Actor.of(principal),
             action="auth.logout",
             entity_type="user",
@@ -242,7 +236,7 @@ async def change_password(
     )
     new_hash = await security.hash_password(new_password)
     now = datetime.now(UTC)
-    async with unit_of_work(db):
+    async with unit_of_work(db) as tx:
         await db.execute(
             update(User)
             .where(User.id == user.id)
@@ -254,7 +248,7 @@ async def change_password(
             .values(revoked_at=now)
         )
         await audit.record(
-            db,
+            tx,
             actor=Actor.of(principal),
             action="auth.password_change",
             entity_type="user",

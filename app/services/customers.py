@@ -12,17 +12,16 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import store
 from app.db import end_reads, unit_of_work
 from app.errors import CustomerNotFound, EmailTaken, UsernameTaken
-from app.models import Customer, CustomerStatus, KycDocument, Role, User
+from app.models import Customer, CustomerStatus, JobKind, KycDocument, Role, User
 from app.schemas.customer import MIN_AGE, CustomerUpdate, RegistrationForm, age_on
 from app.security import Principal, Security
-from app.services import audit, documents, jobs
+from app.services import audit, documents
 from app.services.audit import Actor
 from app.services.documents import StoredDocument, Upload
 from app.settings import Settings
-
-KYC_JOB = "kyc.check"
 
 
 def national_id_hmac(settings: Settings, national_id: str) -> str:
@@ -66,7 +65,7 @@ async def register(
     try:
         for upload, content_type in zip(uploads, content_types, strict=True):
             stored.append(await documents.store(upload, settings.kyc_dir, content_type))
-        async with unit_of_work(db):
+        async with unit_of_work(db) as tx:
             await check_unique(db, username=form.username, email=form.email)
             user = User(
                 username=form.username,
@@ -101,9 +100,9 @@ async def register(
                 )
                 for doc in stored
             )
-            job = await jobs.enqueue(db, KYC_JOB, {"customer_id": customer.id})
+            job_id = await store.enqueue_job(tx, JobKind.kyc_check, {"customer_id": customer.id})
             await audit.record(
-                db,
+                tx,
                 actor=Actor(str(user.id), Role.customer),
                 action="customer.register",
                 entity_type="customer",
@@ -113,7 +112,7 @@ async def register(
                     "documents": [{"kind": d.kind, "sha256": d.sha256} for d in stored],
                 },
             )
-        return Registration(customer, user, job.id)
+        return Registration(customer, user, job_id)
     except IntegrityError as exc:
         documents.remove(settings.kyc_dir, stored)
         # Lost a race with a concurrent registration of the same name or address.
@@ -186,9 +185,9 @@ async def get_profile(db: AsyncSession, *, principal: Principal, customer_id: st
     allowed = profile is not None and (is_staff or principal.customer_id == cid)
     if allowed and not is_staff:
         return profile  # type: ignore[return-value]
-    async with unit_of_work(db):
+    async with unit_of_work(db) as tx:
         await audit.record(
-            db,
+            tx,
             actor=Actor.of(principal),
             action="customer.read",
             entity_type="customer",
@@ -205,7 +204,7 @@ async def update_me(db: AsyncSession, *, principal: Principal, changes: Customer
         raise CustomerNotFound("The caller is not a customer.")
     fields = changes.model_dump(exclude_unset=True, exclude_none=True)
     try:
-        async with unit_of_work(db):
+        async with unit_of_work(db) as tx:
             customer = await db.get(Customer, principal.customer_id)
             user = await db.get(User, principal.user_id)
             if customer is None or user is None:
@@ -217,7 +216,7 @@ async def update_me(db: AsyncSession, *, principal: Principal, changes: Customer
                 if name in fields:
                     setattr(customer, name, fields[name])
             await audit.record(
-                db,
+                tx,
                 actor=Actor.of(principal),
                 action="customer.update",
                 entity_type="customer",

@@ -9,7 +9,6 @@ without one, each page reads and sorts the account's entries (the cost before ke
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import CompoundSelect, Select, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,12 +18,12 @@ from app.models import Account, Entry, Journal
 from app.security import Principal
 from app.services import accounts, audit
 from app.services.audit import Actor
-from app.services.ledger import transaction_view
+from app.services.ledger import TransactionView
 
 
 async def _views(
     db: AsyncSession, principal: Principal, journals: list[Journal]
-) -> list[dict[str, Any]]:
+) -> list[TransactionView]:
     """Transaction objects with `balance_after` of the caller's account."""
     if not journals:
         return []
@@ -57,7 +56,7 @@ async def _views(
                 balance_after = own_balance[(journal.id, account_id)]
                 break
         views.append(
-            transaction_view(
+            TransactionView.of(
                 journal,
                 from_number=numbers.get(journal.from_account_id),
                 to_number=numbers.get(journal.to_account_id),
@@ -110,7 +109,7 @@ async def list_transactions(
     until: datetime | None,
     before_id: int | None,
     limit: int,
-) -> list[dict[str, Any]]:
+) -> list[TransactionView]:
     owned = select(Account.id).where(Account.customer_id == principal.customer_id)
     if account_number is not None:
         number = accounts.parse_number(account_number, field="account_number")
@@ -134,7 +133,7 @@ async def list_transactions(
 
 async def get_transaction(
     db: AsyncSession, *, principal: Principal, transaction_id: str
-) -> dict[str, Any]:
+) -> TransactionView:
     async with audit.denials_recorded(db, actor=Actor.of(principal), action="transaction.read"):
         journal_id = (
             int(transaction_id) if transaction_id.isdigit() and len(transaction_id) <= 18 else None

@@ -11,7 +11,6 @@ happens exactly once.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,40 +20,20 @@ from typing import Any
 from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import Database, retry_on_conflict, unit_of_work
-from app.models import Job
+from app.db import Database, Tx, retry_on_conflict, unit_of_work
+from app.models import Job, JobKind
+from app.services import kyc
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[AsyncSession, dict[str, Any]], Awaitable[None]]
-HANDLERS: dict[str, Handler] = {}
+Handler = Callable[[AsyncSession, Tx, dict[str, Any]], Awaitable[None]]
+"""Runs one job in the transaction that marks it done: the session and its `Tx`."""
+
+# Every kind of job and what runs it (jobs are queued with app.store.enqueue_job).
+HANDLERS: dict[str, Handler] = {
+    JobKind.kyc_check: kyc.run_check,
+}
 MAX_ATTEMPTS = 5
-# Modules whose @handler functions make up the job kinds (imported on first use, so the
-# job runner works the same from the API, the CLI and the tests).
-HANDLER_MODULES = ("app.services.kyc",)
-
-
-def _handler_for(kind: str) -> Handler:
-    if kind not in HANDLERS:
-        for module in HANDLER_MODULES:
-            importlib.import_module(module)
-    return HANDLERS[kind]
-
-
-def handler(kind: str) -> Callable[[Handler], Handler]:
-    def register(fn: Handler) -> Handler:
-        HANDLERS[kind] = fn
-        return fn
-
-    return register
-
-
-async def enqueue(db: AsyncSession, kind: str, payload: dict[str, Any]) -> Job:
-    """Queue a job inside the caller's unit of work."""
-    job = Job(kind=kind, payload=payload, status="queued", run_after=datetime.now(UTC))
-    db.add(job)
-    await db.flush()
-    return job
 
 
 def _claimable(now: datetime) -> Any:
@@ -82,13 +61,13 @@ async def _claim(db: AsyncSession, job_id: int, lease_seconds: int) -> bool:
 
 @retry_on_conflict
 async def _complete(db: AsyncSession, job_id: int) -> None:
-    async with unit_of_work(db):
+    async with unit_of_work(db) as tx:
         # Locked until COMMIT: a runner whose lease ran out and the one that took the job
         # over cannot both get past this check; the second finds the job done.
         job = await db.get(Job, job_id, with_for_update=True, populate_existing=True)
         if job is None or job.status != "running":
             return
-        await _handler_for(job.kind)(db, job.payload)
+        await HANDLERS[job.kind](db, tx, job.payload)
         job.status = "done"
         job.finished_at = datetime.now(UTC)
         job.lease_until = None
@@ -123,19 +102,19 @@ async def run_job(database: Database, job_id: int) -> bool:
         return True
 
 
-async def run_jobs(database: Database, job_ids: list[int]) -> None:
-    for job_id in job_ids:
-        await run_job(database, job_id)
-
-
 async def sweep(database: Database, limit: int = 100) -> int:
     """Run jobs that are due and unclaimed (or whose runner died). Returns how many ran."""
     async with database.session() as db:
         now = datetime.now(UTC)
-        query = select(Job.id).where(_claimable(now)).order_by(Job.id).limit(limit)
-        if not database.is_sqlite:
-            # Several API processes sweep at once; each takes different rows.
-            query = query.with_for_update(skip_locked=True)
+        # Several API processes sweep at once; each takes different rows (SQLite, whose
+        # writers take turns anyway, has no row locks: SQLAlchemy leaves the clause out).
+        query = (
+            select(Job.id)
+            .where(_claimable(now))
+            .order_by(Job.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
         async with db.begin():
             job_ids = list((await db.scalars(query)).all())
     ran = 0

@@ -12,11 +12,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import database_of
+from app.db import Tx, database_of
 from app.models import Customer, CustomerStatus, KycDocument, KycStatus
-from app.services import audit, documents, jobs
+from app.services import audit, documents
 from app.services.audit import SYSTEM
-from app.services.customers import KYC_JOB, is_adult
+from app.services.customers import is_adult
 from app.services.watchlist import watchlist_hit
 
 REQUIRED_DOCUMENTS = ("id_document", "address_proof")
@@ -48,8 +48,8 @@ async def findings(db: AsyncSession, customer: Customer) -> list[str]:
     return reasons
 
 
-@jobs.handler(KYC_JOB)
-async def run_check(db: AsyncSession, payload: dict[str, Any]) -> None:
+async def run_check(db: AsyncSession, tx: Tx, payload: dict[str, Any]) -> None:
+    """The job kind `kyc.check` (JobKind.kyc_check)."""
     customer = await db.get(Customer, int(payload["customer_id"]))
     if customer is None or customer.status != CustomerStatus.pending_kyc:
         return  # already decided (by an earlier run or an admin)
@@ -61,7 +61,7 @@ async def run_check(db: AsyncSession, payload: dict[str, Any]) -> None:
     else:
         customer.status, customer.kyc_status = CustomerStatus.active, KycStatus.verified
     await audit.record(
-        db,
+        tx,
         actor=SYSTEM,
         action="kyc.check",
         entity_type="customer",

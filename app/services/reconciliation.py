@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import database_of, end_reads
+from app.db import read_snapshot
 from app.models import (
     Account,
     AccountKind,
@@ -70,11 +70,8 @@ async def _check_outgoing_minutes(db: AsyncSession) -> list[dict[str, Any]]:
 
 async def verify_ledger(db: AsyncSession) -> LedgerReport:
     # One snapshot for every check: on a busy PostgreSQL a movement committed between two
-    # statements would otherwise look like a mismatch (SQLite's read transaction already
-    # is one snapshot).
-    await end_reads(db)
-    if not database_of(db).is_sqlite:
-        await db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    # statements would otherwise look like a mismatch.
+    await read_snapshot(db)
     mismatches: list[dict[str, Any]] = []
     unbalanced = await db.execute(
         select(Entry.journal_id, Entry.currency, func.sum(Entry.amount))

@@ -8,11 +8,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import end_reads, unit_of_work
 from app.errors import UsernameTaken
 from app.models import Role, User
+from app.passwords import check_password_policy
 from app.security import Security
 from app.services import audit
 from app.services.audit import Actor
 from app.services.customers import check_unique
-from app.services.passwords import check_password_policy
 
 
 async def create_staff(
@@ -31,7 +31,7 @@ async def create_staff(
     await end_reads(db)
     password_hash = await security.hash_password(password)
     try:
-        async with unit_of_work(db):
+        async with unit_of_work(db) as tx:
             await check_unique(db, username=username, email=email)
             user = User(
                 username=username,
@@ -43,7 +43,7 @@ async def create_staff(
             db.add(user)
             await db.flush()
             await audit.record(
-                db,
+                tx,
                 actor=actor,
                 action="staff.create",
                 entity_type="user",

@@ -8,7 +8,7 @@ from pathlib import Path
 from app.errors import WeakPassword
 
 MIN_LENGTH = 10
-COMMON_PASSWORDS_FILE = Path(__file__).resolve().parent.parent / "data" / "common_passwords.txt"
+COMMON_PASSWORDS_FILE = Path(__file__).resolve().parent / "data" / "common_passwords.txt"
 
 
 @cache

@@ -28,12 +28,12 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check app migrations tests
-	$(BIN)/ruff format --check app migrations tests
+	$(BIN)/ruff check app migrations tests bench
+	$(BIN)/ruff format --check app migrations tests bench
 
 format: $(STAMP)
-	$(BIN)/ruff format app migrations tests
-	$(BIN)/ruff check --fix app migrations tests
+	$(BIN)/ruff format app migrations tests bench
+	$(BIN)/ruff check --fix app migrations tests bench
 
 # The money-path benchmark (issue 9): about 8 minutes; see bench/__main__.py for options.
 bench: $(STAMP)

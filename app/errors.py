@@ -128,11 +128,6 @@ class AccountLocked(BankError):
     status, title = 423, "Too many failed logins; try again later"
 
 
-# 500
-class InternalError(BankError):
-    status, title = 500, "Internal server error"
-
-
 # Accounts and money movement (API.md §4, §5)
 class InvalidAccountNumber(ValidationFailed):
     title, code = "Invalid account number", "invalid_account_number"

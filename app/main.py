@@ -13,7 +13,7 @@ from fastapi.openapi.utils import get_openapi
 
 from app import observability
 from app.db import Database
-from app.problems import EdgeMiddleware, install_error_handlers
+from app.problems import PROBLEM_JSON, EdgeMiddleware, install_error_handlers
 from app.routers import admin, auditor, customer, public
 from app.security import Security
 from app.services import jobs
@@ -105,7 +105,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def _openapi_with_flat_forms(app: FastAPI) -> dict[str, Any]:
     """FastAPI describes a form model plus file parts as `allOf: [model]` + the files.
     Swagger UI and Postman render a multipart form best from plain `properties`, so the
-    referenced model's fields are merged in (same content, simpler shape)."""
+    referenced model's fields are merged in (same content, simpler shape). Errors are
+    declared as what they are sent as: application/problem+json with the Problem schema
+    (FastAPI files a response `model` under application/json)."""
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(
@@ -120,5 +122,11 @@ def _openapi_with_flat_forms(app: FastAPI) -> dict[str, Any]:
             model = components[part["$ref"].rsplit("/", 1)[-1]]
             body["properties"] = {**model.get("properties", {}), **body.get("properties", {})}
             body["required"] = [*model.get("required", []), *body.get("required", [])]
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for response in operation.get("responses", {}).values():
+                content = response.get("content", {})
+                if PROBLEM_JSON in content and "application/json" in content:
+                    content[PROBLEM_JSON] = content.pop("application/json")
     app.openapi_schema = schema
     return schema

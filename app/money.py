@@ -53,11 +53,6 @@ def format_amount(minor: int) -> str:
     return f"{sign}{major}.{cents:02d}"
 
 
-def parse_limit(value: str | int) -> int:
-    """A configured limit such as "100000.00" as minor units."""
-    return parse_amount(value if isinstance(value, int) else Decimal(str(value)))
-
-
 Amount = Annotated[
     int,
     BeforeValidator(parse_amount),

@@ -1,5 +1,6 @@
-"""JSON request bodies parsed without floats: numbers become Decimal, and the
-non-standard NaN/Infinity literals are refused as malformed JSON."""
+"""The HTTP edge's own helpers: JSON request bodies parsed without floats (numbers
+become Decimal, the non-standard NaN/Infinity literals are refused as malformed JSON),
+and files sent as downloads."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
+
+from app.services.exports import Download
 
 
 def _refuse_constant(name: str) -> Any:
@@ -32,3 +35,12 @@ class DecimalRoute(APIRoute):
             return await handler(DecimalJSONRequest(request.scope, request.receive))
 
         return route_handler
+
+
+def download(file: Download) -> Response:
+    """A file as an attachment (its name chosen by the service, never by the client)."""
+    return Response(
+        file.content,
+        media_type=file.media_type,
+        headers={"Content-Disposition": f'attachment; filename="{file.filename}"'},
+    )

@@ -28,7 +28,6 @@ class Settings(BaseSettings):
     )
     jwt_secret: str | None = Field(default=None, min_length=32)
     pii_secret: str | None = Field(default=None, min_length=32)
-    jwt_algorithm: Literal["HS256"] = "HS256"
     bank_name: str = "Open Core Bank"
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     access_token_minutes: int = Field(default=15, ge=1, le=24 * 60)
@@ -56,7 +55,6 @@ class Settings(BaseSettings):
     metrics_multiproc_dir: Path | None = Field(
         default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR"
     )
-    cors_origins: list[str] = []
     max_transaction: Decimal = Field(default=Decimal("1000000.00"), gt=0, decimal_places=2)
     daily_limit: Decimal = Field(default=Decimal("100000.00"), gt=0, decimal_places=2)
 

@@ -1,6 +1,7 @@
 """`make bench`: transfers over HTTP against a real `bank serve`, on SQLite (1 and 2
-workers) and PostgreSQL (2 and 4 workers), with the raw-storage and framework ceilings
-measured in the same run, the books verified after every run, and pass/fail per target.
+workers) and PostgreSQL (2 and 4 workers), with the raw-storage ceilings (stdlib sqlite3;
+pgbench's TPC-B-like script) and the framework ceiling measured in the same run, the
+books verified after every run, and pass/fail per target.
 
     python -m bench                      # everything (about 8 minutes)
     python -m bench --engines sqlite     # SQLite only
@@ -30,7 +31,7 @@ import httpx
 
 from app.cli import migrate_database
 from app.settings import Settings
-from bench import raw_ceiling, report
+from bench import pg_ceiling, raw_ceiling, report
 from bench.loadgen import build_request, run_load
 from bench.seed import customer_total, seed_customers
 from bench.server import BANK, Server
@@ -353,6 +354,10 @@ def main(argv: list[str] | None = None) -> int:
         },
         "engines": {},
     }
+    if "postgres" in engines:
+        print("\n== postgres: pgbench (TPC-B-like) ceiling", flush=True)
+        tps = pg_ceiling.measure(args.pg_url, args.concurrency, seconds=args.duration)
+        results["raw_ceiling"]["postgres_pgbench_tps"] = {str(c): v for c, v in tps.items()}
     try:
         for engine in engines:
             workers = [1, 2] if engine == "sqlite" else [2, 4]

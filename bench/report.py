@@ -82,22 +82,24 @@ def markdown(results: dict[str, Any]) -> str:
         f"Raw ceiling (stdlib sqlite3, same transaction shape): "
         f"{results['raw_ceiling']['sqlite_full_per_s']:.0f}/s synchronous=FULL, "
         f"{results['raw_ceiling']['sqlite_normal_per_s']:.0f}/s NORMAL.",
+        _pgbench_line(results),
         "",
         "| engine | workers | clients | transfers/s | p50 ms | p95 ms | p99 ms | max ms "
-        "| 5xx | /auth/me per s | vs framework | vs raw | client CPU |",
+        "| 5xx | /auth/me per s | vs framework | vs raw (sqlite3 / pgbench) | client CPU |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    raw = results["raw_ceiling"]["sqlite_full_per_s"]
     for engine, data in results["engines"].items():
         for run in data["runs"]:
             for s in run["settings"]:
                 t, f = s["transfers"], s["framework_ceiling"]
                 ratio = t["per_second"] / f["per_second"] if f["per_second"] else 0
+                raw = raw_ceiling(results, engine, s["concurrency"])
+                vs_raw = f"{t['per_second'] / raw:.2f}" if raw else "n/a"
                 lines.append(
                     f"| {engine} | {run['workers']} | {s['concurrency']} | {t['per_second']:.0f} "
                     f"| {t['p50_ms']:.1f} | {t['p95_ms']:.1f} | {t['p99_ms']:.1f} "
                     f"| {t['max_ms']:.0f} | {t['errors_5xx']} | {f['per_second']:.0f} "
-                    f"| {ratio:.2f} | {t['per_second'] / raw:.2f} "
+                    f"| {ratio:.2f} | {vs_raw} "
                     f"| {t['client_cpu_share']:.0%} |"
                 )
             if "hot_accounts" in run:
@@ -118,6 +120,23 @@ def markdown(results: dict[str, Any]) -> str:
         for t in results["targets"]
     ]
     return "\n".join(lines)
+
+
+def raw_ceiling(results: dict[str, Any], engine: str, concurrency: int) -> float | None:
+    """The storage's own ceiling that an engine's transfers are compared with: the stdlib
+    sqlite3 loop for SQLite, pgbench at the same client count for PostgreSQL."""
+    raw = results["raw_ceiling"]
+    if engine == "sqlite":
+        return raw["sqlite_full_per_s"]
+    return raw.get("postgres_pgbench_tps", {}).get(str(concurrency))
+
+
+def _pgbench_line(results: dict[str, Any]) -> str:
+    tps = results["raw_ceiling"].get("postgres_pgbench_tps")
+    if not tps:
+        return ""
+    counts = ", ".join(f"{v:.0f} tps at {c} clients" for c, v in tps.items())
+    return f"PostgreSQL ceiling (pgbench TPC-B-like, scratch database): {counts}."
 
 
 def chart(results: dict[str, Any], path: Path) -> Path | None:

@@ -235,6 +235,23 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "settings(**overrides): build the test app with these Settings values"
     )
+    config.addinivalue_line(
+        "markers", "postgres_only: tests PostgreSQL's own machinery (skipped on SQLite)"
+    )
+    config.addinivalue_line("markers", "sqlite_only: tests SQLite's own machinery")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Engine-specific tests are skipped, visibly, on the other engine."""
+    other = "sqlite_only" if PG_URL else "postgres_only"
+    reason = (
+        "SQLite only (this run is on PostgreSQL)"
+        if PG_URL
+        else "PostgreSQL only: set BANK_TEST_DATABASE_URL to run it"
+    )
+    for item in items:
+        if item.get_closest_marker(other):
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture

@@ -148,9 +148,12 @@ async def test_an_unbalanced_journal_is_never_written(bank, app):
                 )
     assert await journal_count(app) == 1
     assert await balance(bank.client, headers, number) == "10.00"
-    if database.is_sqlite:
-        return
-    # PostgreSQL checks again at COMMIT, whoever writes the rows.
+
+
+@pytest.mark.postgres_only
+async def test_postgres_refuses_an_unbalanced_journal_at_commit_whoever_writes_it(bank, app):
+    _, _, number = await funded_account(bank, "10.00")
+    database = app.state.database
     with pytest.raises(DBAPIError, match="does not balance"):
         async with database.engine.begin() as conn:
             account_id = (

@@ -1,4 +1,14 @@
-"""The OpenAPI schema that Swagger UI, ReDoc and Postman read."""
+"""The OpenAPI schema that Swagger UI, ReDoc and Postman read, and the answers it
+promises."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from jsonschema import Draft202012Validator
+
+from tests.ledger_helpers import deposit, funded_account, new_key, transfer
 
 
 async def test_registration_form_is_flat_for_swagger_and_postman(client):
@@ -43,3 +53,60 @@ async def test_money_endpoints_document_their_errors(client):
         assert statuses <= set(operation["responses"]), (path, operation["responses"].keys())
     transfer = schema["paths"]["/api/transactions/transfer"]["post"]
     assert any(p["name"] == "Idempotency-Key" for p in transfer["parameters"])
+
+
+def _check_against_schema(schema: dict[str, Any], response: httpx.Response) -> None:
+    """The response's body against what the OpenAPI schema declares for its path, method,
+    status and media type."""
+    request = response.request
+    method = request.method.lower()
+    path = next(
+        template
+        for template, operations in schema["paths"].items()
+        if _matches(template, request.url.path) and method in operations
+    )
+    declared = schema["paths"][path][method]["responses"]
+    assert str(response.status_code) in declared, (path, response.status_code)
+    media = response.headers["content-type"].split(";")[0]
+    body_schema = declared[str(response.status_code)]["content"][media]["schema"]
+    validator = Draft202012Validator({**body_schema, "components": schema["components"]})
+    errors = [
+        f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(response.json())
+    ]
+    assert not errors, (path, response.status_code, errors)
+
+
+def _matches(template: str, path: str) -> bool:
+    parts, given = template.split("/"), path.split("/")
+    return len(parts) == len(given) and all(
+        p == g or (p.startswith("{") and p.endswith("}")) for p, g in zip(parts, given, strict=True)
+    )
+
+
+async def test_every_money_answer_is_what_the_schema_declares(bank):
+    """Money answers are serialized from typed views without a second validation (the
+    fast path): this holds them to the schema the clients generate code from."""
+    schema = (await bank.client.get("/openapi.json")).json()
+    _, headers, source = await funded_account(bank, "100.00")
+    _, _, target = await funded_account(bank, "0.00")
+    key = new_key()
+    answers = [
+        await deposit(bank.client, headers, source, "12.34", key=new_key()),
+        await bank.client.post(
+            "/api/transactions/withdrawal",
+            headers=headers,
+            json={"account_number": source, "amount": "2.34", "description": "cash"},
+        ),
+        await transfer(bank.client, headers, source, target, "10.00", key=key),
+        await transfer(bank.client, headers, source, target, "10.00", key=key),  # replayed
+        await transfer(bank.client, headers, source, target, "1000.00"),  # refused
+        await transfer(bank.client, headers, source, "12", "1.00"),  # invalid
+    ]
+    assert [a.status_code for a in answers] == [201, 201, 201, 201, 422, 422]
+    assert answers[3].headers["idempotent-replayed"] == "true"
+    listed = await bank.client.get("/api/transactions", headers=headers)
+    one = await bank.client.get(
+        f"/api/transactions/{answers[0].json()['transaction_id']}", headers=headers
+    )
+    for response in [*answers, listed, one]:
+        _check_against_schema(schema, response)

@@ -1,9 +1,3 @@
-async def test_health_live_and_ready(client):
-    assert (await client.get("/health/live")).json() == {"status": "ok"}
-    ready = await client.get("/health/ready")
-    assert ready.status_code == 200 and ready.json() == {"status": "ok"}
-
-
 async def test_registration_returns_contract_body_and_kyc_activates(bank):
     response = await bank.register(username="alice", email="Alice@Example.com")
     assert response.status_code == 201, response.text

@@ -17,6 +17,7 @@ from pypdf import PdfReader
 from sqlalchemy import inspect
 
 from app.money import format_amount
+from app.routers.customer import statement_out
 from app.services import history, statements
 from tests.ledger_helpers import (
     amount,
@@ -331,7 +332,7 @@ def test_statement_entries_total_in_and_out_in_minor_units():
     assert statement.total_in == sum(a for a in amounts if a > 0)
     assert statement.total_out == -sum(a for a in amounts if a < 0)
     assert statement.closing_balance == 5_000_000 + sum(amounts)
-    data = statement.as_dict()
+    data = statement_out(statement).model_dump(mode="json", by_alias=True)
     check_arithmetic(data)
     assert data["entries"][0] == {
         "transaction_id": "1000",

@@ -34,13 +34,11 @@ def _size(path: Path) -> int:
     return path.stat().st_size
 
 
+@pytest.mark.sqlite_only
 async def test_a_sqlite_server_checkpoints_the_wal_in_the_background(app, bank, database):
     """Commits never run SQLite's automatic checkpoint (it held the write lock for every
     worker through MBs of writes and an fsync); the app's own loop copies the WAL back
     into the database file, on its own connection, while it serves."""
-    if not database.is_sqlite:
-        assert database.background_checkpoints is False
-        return
     assert database.background_checkpoints is True
     async with database.engine.connect() as connection:
         pragma = await connection.exec_driver_sql("PRAGMA wal_autocheckpoint")
@@ -62,13 +60,11 @@ async def test_a_sqlite_server_checkpoints_the_wal_in_the_background(app, bank, 
         await wait_for(grown, within=3.0)
 
 
+@pytest.mark.sqlite_only
 async def test_a_batch_that_sqlite_rolled_back_acknowledges_none_of_its_units(database):
     """SQLite rolls a whole transaction back by itself on some errors (disk full, I/O
     error). A unit that already finished in that group-commit batch must not be
     acknowledged: its work is gone."""
-    if not database.is_sqlite:  # PostgreSQL has no shared batch: each movement commits
-        assert database.group_commit is None
-        return
 
     async def first(tx: Tx) -> str:
         await audit.record(tx, actor=SYSTEM, action="test.first")
@@ -153,13 +149,11 @@ async def test_queued_movements_run_back_to_back_in_one_batch_each_in_its_own_co
         assert sorted(tuple(r) for r in rows) == expected
 
 
+@pytest.mark.sqlite_only
 async def test_a_movement_that_waits_inside_its_transaction_is_refused(database):
     """On SQLite a movement's body runs to its end in one go, holding the write lock for
     its statements only; one that awaits something else (a sleep, a network call) is
     rolled back with an error rather than holding every other writer."""
-    if not database.is_sqlite:
-        assert database.group_commit is None
-        return
 
     async def waits(tx: Tx) -> None:
         await audit.record(tx, actor=SYSTEM, action="test.waited")
@@ -176,10 +170,8 @@ async def test_a_movement_that_waits_inside_its_transaction_is_refused(database)
     assert "test.waited" not in actions and "test.next" in actions
 
 
+@pytest.mark.sqlite_only
 async def test_a_caller_that_gives_up_before_its_movement_ran_changes_nothing(database):
-    if not database.is_sqlite:
-        assert database.group_commit is None
-        return
     abandoned = asyncio.ensure_future(money_transaction(database, _append("test.abandoned")))
     await asyncio.sleep(0)  # queued; the leader has not run it yet
     abandoned.cancel()
@@ -196,13 +188,11 @@ async def _actions(database) -> list[str]:  # type: ignore[no-untyped-def]
         return [row[0] for row in await tx.all(_ACTIONS)]
 
 
+@pytest.mark.sqlite_only
 async def test_queued_movements_run_with_no_event_loop_turn_between_them(database):
     """What keeps the write lock short: once the leader runs, the queued bodies follow
     one another directly; nothing else the event loop has (other requests' HTTP work)
     runs in between."""
-    if not database.is_sqlite:
-        assert database.group_commit is None
-        return
     turned: list[bool] = []
     loop_turned = asyncio.Event()
 
@@ -221,6 +211,7 @@ async def test_queued_movements_run_with_no_event_loop_turn_between_them(databas
     assert loop_turned.is_set()
 
 
+@pytest.mark.postgres_only
 async def test_a_postgres_movement_takes_five_round_trips(bank, database):
     """On PostgreSQL most of a movement's cost is round trips (each ~5 % of throughput
     on the benchmark's machine), and rows stay locked across them. A transfer with an
@@ -228,9 +219,6 @@ async def test_a_postgres_movement_takes_five_round_trips(bank, database):
     lock (accounts, journal id, daily total), its writes as one statement, COMMIT."""
     _, headers, source = await funded_account(bank, "100.00")
     _, _, target = await funded_account(bank, "0.00")
-    if database.is_sqlite:  # statements are function calls there, no round trips
-        assert database.group_commit is not None
-        return
     sent: list[str] = []
     await database.engine.dispose()  # every connection from here on is logged
 

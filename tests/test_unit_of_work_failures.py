@@ -49,13 +49,11 @@ async def _backend_states(database) -> list[str]:  # type: ignore[no-untyped-def
     return [row[0] for row in rows]
 
 
+@pytest.mark.sqlite_only
 async def test_callers_queued_behind_a_failed_batch_are_still_answered(database, monkeypatch):
     """Past a body's own error (rolled back alone), anything that fails in the leader
     (here the SAVEPOINT before the second body) fails its whole batch: every caller in it
     hears so and none of it commits. Who queued behind goes in the next batch."""
-    if not database.is_sqlite:
-        assert database.group_commit is None
-        return
     real = SQLiteDriver.execute_plain
     savepoints = 0
 
@@ -76,12 +74,10 @@ async def test_callers_queued_behind_a_failed_batch_are_still_answered(database,
     assert [a for a in await _actions(database) if a.startswith("test.")] == ["test.2"]
 
 
+@pytest.mark.sqlite_only
 async def test_a_writer_that_gives_up_on_a_batch_handed_to_it_closes_it(database, monkeypatch):
     """The holder keeps the batch open for the writer waiting behind it; if that writer
     is cancelled before its turn, the batch must still commit (and free the write lock)."""
-    if not database.is_sqlite:
-        assert database.group_commit is None
-        return
     batch = database.group_commit
     holding, release = asyncio.Event(), asyncio.Event()
 
@@ -116,6 +112,7 @@ async def test_a_writer_that_gives_up_on_a_batch_handed_to_it_closes_it(database
     assert "test.moved" in await _actions(database)
 
 
+@pytest.mark.postgres_only
 @pytest.mark.parametrize("cancels", [1, 2])
 async def test_a_cancelled_postgres_movement_leaves_no_connection_in_a_transaction(
     database, cancels
@@ -123,8 +120,6 @@ async def test_a_cancelled_postgres_movement_leaves_no_connection_in_a_transacti
     """Cancelled mid-transaction (and again during its rollback): the connection is
     thrown away, not handed to the next movement inside a transaction that never
     commits."""
-    if database.is_sqlite:
-        return
 
     async def slow(tx: Tx) -> str:
         await audit.record(tx, actor=SYSTEM, action="test.slow")
@@ -150,9 +145,8 @@ async def test_a_cancelled_postgres_movement_leaves_no_connection_in_a_transacti
     assert not [s for s in await _backend_states(database) if s and "transaction" in s]
 
 
+@pytest.mark.postgres_only
 async def test_a_postgres_movement_cancelled_at_begin_changes_nothing_after_it(database):
-    if database.is_sqlite:
-        return
     await money_transaction(database, _append("test.warm"))
     task = asyncio.ensure_future(money_transaction(database, _append("test.cancelled")))
     await asyncio.sleep(0)  # up to its first real wait: BEGIN on the pooled connection
@@ -165,9 +159,8 @@ async def test_a_postgres_movement_cancelled_at_begin_changes_nothing_after_it(d
     assert {"test.after.0", "test.after.1", "test.after.2"} <= set(actions)
 
 
+@pytest.mark.postgres_only
 async def test_dead_postgres_connections_are_replaced(database):
-    if database.is_sqlite:
-        return
     for i in range(2):
         await money_transaction(database, _append(f"test.warm.{i}"))
     url = make_url(database.settings.db_url)

@@ -31,13 +31,14 @@ class _Queued:
     """A movement waiting for its batch: what to run, in which context, and where its
     caller waits for the answer."""
 
-    body: Callable[[Driver], Coroutine[Any, Any, Any]]
+    work: Callable[[Driver], Coroutine[Any, Any, Any]]
     context: contextvars.Context
     answer: asyncio.Future[Any]
 
 
 class BodyWaited(RuntimeError):
-    """A movement's body waited on something inside the write transaction."""
+    """A money transaction's work waited on something inside the batch's write
+    transaction (anything but its own statements, which never wait on SQLite)."""
 
 
 class GroupCommit:
@@ -51,7 +52,7 @@ class GroupCommit:
     This is the group commit that fast ledgers use to go past one fsync per payment.
 
     Money movements (`run`) go further: they queue, and one leader task runs every
-    queued body back to back, each in its own savepoint, without giving the event loop a
+    queued work back to back, each in its own savepoint, without giving the event loop a
     turn in between. The write lock is then held for the statements and the commit only,
     not for the HTTP work of other requests that would otherwise run between two units
     (with two workers, that time is the other worker's wait)."""
@@ -191,12 +192,12 @@ class GroupCommit:
                 session.join_transaction_mode = "conservative_savepoint"
             self._units += 1
 
-    async def run(self, body: Callable[[Driver], Coroutine[Any, Any, T]]) -> T:
+    async def run(self, work: Callable[[Driver], Coroutine[Any, Any, T]]) -> T:
         """Queue a movement for the leader and wait for its answer, which comes once the
         batch it ran in has committed. A caller that gives up (cancelled) before its
-        body ran is skipped; once the body ran, its batch commits as usual."""
+        work ran is skipped; once the work ran, its batch commits as usual."""
         answer: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Queued(body, contextvars.copy_context(), answer))
+        self._queue.append(_Queued(work, contextvars.copy_context(), answer))
         if self._leader is None or self._leader.done():
             self._leader = asyncio.create_task(self._lead(), name="group-commit")
         return await answer
@@ -216,9 +217,9 @@ class GroupCommit:
                     if queued.answer.done():  # its caller gave up before it ran
                         continue
                     try:
-                        ran.append(self._run_body(driver, queued))
+                        ran.append(self._run_work(driver, queued))
                     except BaseException:
-                        # Not the body's own error (_run_body keeps those): the batch
+                        # Not the work's own error (_run_work keeps those): the batch
                         # cannot be trusted, so none of it commits, and every caller in
                         # it, this one too, hears why.
                         ran.append((queued, None, None))
@@ -250,15 +251,15 @@ class GroupCommit:
         if self._queue:
             self._leader = asyncio.create_task(self._lead(), name="group-commit")
 
-    def _run_body(
+    def _run_work(
         self, driver: SQLiteDriver, queued: _Queued
     ) -> tuple[_Queued, Any, BaseException | None]:
         """One movement in its own savepoint, run to the end at once in its caller's
         context (request id, client address). The money path never waits inside the
         transaction on SQLite (each statement is a plain call), so one step finishes
-        it; a body that does wait is refused and rolled back."""
+        it; work that does wait is refused and rolled back."""
         driver.execute_plain("SAVEPOINT movement")
-        coroutine = queued.body(driver)
+        coroutine = queued.work(driver)
         try:
             queued.context.run(coroutine.send, None)
         except StopIteration as finished:

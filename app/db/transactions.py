@@ -152,29 +152,29 @@ async def read_snapshot(db: AsyncSession) -> None:
         await db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
 
 
-async def money_transaction(database: Database, body: Callable[[Tx], Coroutine[Any, Any, T]]) -> T:
-    """The money path's unit of work: `body` runs in one write transaction, all or
+async def money_transaction(database: Database, work: Callable[[Tx], Coroutine[Any, Any, T]]) -> T:
+    """The money path's unit of work: `work` runs in one write transaction, all or
     nothing, driven only through its `Tx` (no ORM state to flush, no session at all),
     and is run again from the start if the database aborted it for a conflict.
 
     SQLite: a savepoint in the group commit's batch, back to back with the movements
-    queued beside it (`GroupCommit.run`); the body must not wait on anything but its own
+    queued beside it (`GroupCommit.run`); the work must not wait on anything but its own
     statements, which never wait there. PostgreSQL: a pooled connection of its own, at
     most pool-size of them at once (`Database.admission`), retries included."""
     gate = database.admission
     if gate is None:
-        return await _money_transaction_retried(database, body)
+        return await _money_transaction_retried(database, work)
     async with gate:
-        return await _money_transaction_retried(database, body)
+        return await _money_transaction_retried(database, work)
 
 
 async def _money_transaction_once(
-    database: Database, body: Callable[[Tx], Coroutine[Any, Any, T]]
+    database: Database, work: Callable[[Tx], Coroutine[Any, Any, T]]
 ) -> T:
     if database.group_commit is not None:
 
         async def in_batch(driver: Driver) -> T:
-            return await body(Tx(driver, keeps_writes=False))
+            return await work(Tx(driver, keeps_writes=False))
 
         return await database.group_commit.run(in_batch)
     async with database.engine.connect() as connection:
@@ -185,7 +185,7 @@ async def _money_transaction_once(
             # committed before it, which the daily limit's sum relies on (app.store).
             async with asyncpg_connection.transaction(isolation="read_committed"):
                 tx = Tx(PostgresDriver(raw.dbapi_connection), keeps_writes=True)
-                result = await body(tx)
+                result = await work(tx)
                 await tx.flush()
                 return result
         except BaseException as exc:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Date, ForeignKey, Identity, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -69,13 +68,3 @@ class KycDocument(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     storage_name: Mapped[str] = mapped_column(String(80), unique=True)
     uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "document_id": str(self.id),
-            "kind": self.kind,
-            "content_type": self.content_type,
-            "size": self.size,
-            "sha256": self.sha256,
-            "uploaded_at": self.uploaded_at,
-        }

@@ -2,36 +2,21 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from datetime import date
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import Response
 
 from app.deps import AuditReader, DbSession
+from app.routing import download
 from app.schemas.audit import AuditRecordOut, ChainVerificationOut
 from app.schemas.common import Page, day_start, problem_responses
 from app.schemas.ledger import LedgerReportOut
-from app.services import audit, reconciliation
-from app.services.pagination import decode_cursor, encode_cursor
+from app.services import audit, exports, reconciliation
 
 router = APIRouter(prefix="/api/audit", tags=["audit"])
 
 CSV_COLUMNS = list(AuditRecordOut.model_fields)
-# A cell starting like this is run as a formula by spreadsheets (CSV injection), and the
-# log holds client-chosen text (path ids, usernames): such cells get a leading quote.
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _csv_cell(value: object) -> object:
-    if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True, ensure_ascii=False)
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
-        return "'" + value
-    return value
 
 
 @router.get(
@@ -56,24 +41,15 @@ async def logs(
     filters = audit.LogFilter(
         actor, action, entity_type, entity_id, day_start(from_), day_start(to, next_day=True)
     )
-    records = await audit.list_records(
-        db, filters=filters, after_seq=decode_cursor(cursor), limit=limit + 1
-    )
-    more = len(records) > limit
-    records = records[:limit]
-    items = [AuditRecordOut.model_validate(r) for r in records]
-    next_cursor = encode_cursor(records[-1].seq) if more and records else None
-    if format == "csv":
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for item in items:
-            writer.writerow({k: _csv_cell(v) for k, v in item.model_dump(mode="json").items()})
-        headers = {"Content-Disposition": 'attachment; filename="audit-log.csv"'}
-        if next_cursor:
-            headers["X-Next-Cursor"] = next_cursor
-        return Response(buffer.getvalue(), media_type="text/csv", headers=headers)
-    return Page[AuditRecordOut](items=items, next_cursor=next_cursor)
+    page = await audit.list_records(db, filters=filters, cursor=cursor, limit=limit)
+    items = [AuditRecordOut.model_validate(r) for r in page.items]
+    if format == "json":
+        return Page[AuditRecordOut](items=items, next_cursor=page.next_cursor)
+    rows = (item.model_dump(mode="json") for item in items)
+    response = download(exports.csv_download("audit-log.csv", CSV_COLUMNS, rows))
+    if page.next_cursor:
+        response.headers["X-Next-Cursor"] = page.next_cursor
+    return response
 
 
 @router.get(

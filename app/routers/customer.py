@@ -3,7 +3,7 @@ movement, history and statements."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -12,7 +12,8 @@ from fastapi.responses import Response
 
 from app.deps import CurrentCustomer, CurrentUser, DatabaseDep, DbSession, SettingsDep
 from app.errors import CustomerNotFound
-from app.routing import DecimalRoute
+from app.money import format_amount
+from app.routing import DecimalRoute, download
 from app.schemas.common import Page, day_start, problem_responses
 from app.schemas.customer import CustomerOut, CustomerUpdate
 from app.schemas.ledger import (
@@ -26,7 +27,6 @@ from app.schemas.ledger import (
 )
 from app.services import accounts, customers, history, ledger, statements
 from app.services.ledger import Movement
-from app.services.pagination import decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/api/customers", tags=["customers"])
 
@@ -37,11 +37,11 @@ router = APIRouter(prefix="/api/customers", tags=["customers"])
     summary="My customer profile",
     responses=problem_responses(401, 403, 404),
 )
-async def get_me(principal: CurrentCustomer, db: DbSession) -> dict[str, Any]:
+async def get_me(principal: CurrentCustomer, db: DbSession) -> CustomerOut:
     profile = await customers.load_profile(db, principal.customer_id or 0)
     if profile is None:
         raise CustomerNotFound("The caller is not a customer.")
-    return profile.as_dict()
+    return _customer_out(profile)
 
 
 @router.patch(
@@ -50,11 +50,8 @@ async def get_me(principal: CurrentCustomer, db: DbSession) -> dict[str, Any]:
     summary="Update my email, phone or address",
     responses=problem_responses(401, 403, 409, 422),
 )
-async def patch_me(
-    body: CustomerUpdate, principal: CurrentCustomer, db: DbSession
-) -> dict[str, Any]:
-    profile = await customers.update_me(db, principal=principal, changes=body)
-    return profile.as_dict()
+async def patch_me(body: CustomerUpdate, principal: CurrentCustomer, db: DbSession) -> CustomerOut:
+    return _customer_out(await customers.update_me(db, principal=principal, changes=body))
 
 
 @router.get(
@@ -63,9 +60,13 @@ async def patch_me(
     summary="A customer's profile (the customer themself, admins, auditors)",
     responses=problem_responses(401, 404),
 )
-async def get_customer(customer_id: str, principal: CurrentUser, db: DbSession) -> dict[str, Any]:
+async def get_customer(customer_id: str, principal: CurrentUser, db: DbSession) -> CustomerOut:
     profile = await customers.get_profile(db, principal=principal, customer_id=customer_id)
-    return profile.as_dict()
+    return _customer_out(profile)
+
+
+def _customer_out(profile: customers.Profile) -> CustomerOut:
+    return CustomerOut.of(profile.customer, profile.user, profile.documents)
 
 
 # Accounts, money movement, history and statements. JSON bodies are parsed with Decimal
@@ -124,11 +125,10 @@ async def open_account(
 async def list_accounts(
     principal: CurrentCustomer, db: DbSession, limit: Limit = 50, cursor: str | None = None
 ) -> Page[AccountOut]:
-    rows = await accounts.list_accounts(
-        db, principal=principal, after_id=decode_cursor(cursor), limit=limit + 1
+    page = await accounts.list_accounts(db, principal=principal, cursor=cursor, limit=limit)
+    return Page[AccountOut](
+        items=[AccountOut.of(a) for a in page.items], next_cursor=page.next_cursor
     )
-    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
-    return Page[AccountOut](items=[AccountOut.of(a) for a in rows[:limit]], next_cursor=next_cursor)
 
 
 @banking.get(
@@ -184,20 +184,31 @@ async def statement(
         until=to,
         bank_name=settings.bank_name,
     )
-    name = f"statement-{result.account_number}-{result.period_from}-{result.period_to}"
-    if format == "csv":
-        return Response(
-            statements.render_csv(result),
-            media_type="text/csv",
-            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
-        )
-    if format == "pdf":
-        return Response(
-            await statements.render_pdf(result),
-            media_type="application/pdf",
-            headers={"Content-Disposition": f'attachment; filename="{name}.pdf"'},
-        )
-    return result.as_dict()
+    if format == "json":
+        return statement_out(result)
+    return download(await statements.export(result, format))
+
+
+def statement_out(statement: statements.Statement) -> StatementOut:
+    return StatementOut.model_validate(
+        {
+            "account_number": statement.account_number,
+            "account_type": statement.account_type,
+            "currency": statement.currency,
+            "customer_id": str(statement.customer_id),
+            "customer_name": statement.customer_name,
+            "from": statement.period_from,
+            "to": statement.period_to,
+            "opening_balance": format_amount(statement.opening_balance),
+            "total_in": format_amount(statement.total_in),
+            "total_out": format_amount(statement.total_out),
+            "closing_balance": format_amount(statement.closing_balance),
+            "entries": statement.entries,
+            "generated_at": statement.generated_at.astimezone(UTC)
+            .isoformat()
+            .replace("+00:00", "Z"),
+        }
+    )
 
 
 @banking.post(
@@ -295,20 +306,17 @@ async def list_transactions(
     limit: Limit = 50,
     cursor: str | None = None,
 ) -> Page[TransactionOut]:
-    items = await history.list_transactions(
+    page = await history.list_transactions(
         db,
         principal=principal,
         account_number=account_number,
         since=day_start(from_),
         until=day_start(to, next_day=True),
-        before_id=decode_cursor(cursor),
-        limit=limit + 1,
-    )
-    next_cursor = (
-        encode_cursor(int(items[limit - 1].transaction_id)) if len(items) > limit else None
+        cursor=cursor,
+        limit=limit,
     )
     return Page[TransactionOut](
-        items=[TransactionOut.model_validate(i) for i in items[:limit]], next_cursor=next_cursor
+        items=[TransactionOut.model_validate(v) for v in page.items], next_cursor=page.next_cursor
     )
 
 

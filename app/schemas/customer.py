@@ -6,6 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, EmailStr, Field, ValidationInfo, field_validator
 
+from app.models import Customer, KycDocument, User
 from app.passwords import password_problem
 from app.schemas.common import Schema, UtcDateTime
 
@@ -94,6 +95,17 @@ class DocumentOut(Schema):
     sha256: str
     uploaded_at: UtcDateTime
 
+    @classmethod
+    def of(cls, document: KycDocument) -> DocumentOut:
+        return cls(
+            document_id=str(document.id),
+            kind=document.kind,
+            content_type=document.content_type,
+            size=document.size,
+            sha256=document.sha256,
+            uploaded_at=document.uploaded_at,
+        )
+
 
 class KycOut(Schema):
     status: str
@@ -114,6 +126,27 @@ class CustomerOut(Schema):
     status: str
     kyc: KycOut
     created_at: UtcDateTime
+
+    @classmethod
+    def of(cls, customer: Customer, user: User, documents: list[KycDocument]) -> CustomerOut:
+        return cls(
+            customer_id=str(customer.id),
+            username=user.username,
+            email=user.email,
+            full_name=customer.full_name,
+            date_of_birth=customer.date_of_birth,
+            phone=customer.phone,
+            address=customer.address,
+            national_id=customer.masked_national_id,
+            status=customer.status,
+            kyc=KycOut(
+                status=customer.kyc_status,
+                reasons=list(customer.kyc_reasons or []),
+                checked_at=customer.kyc_checked_at,
+                documents=[DocumentOut.of(d) for d in documents],
+            ),
+            created_at=customer.created_at,
+        )
 
 
 class CustomerUpdate(BaseModel):

@@ -26,6 +26,7 @@ from app.models import Account, AccountKind, AccountStatus, CustomerStatus
 from app.security import Principal
 from app.services import audit
 from app.services.audit import Actor
+from app.services.pagination import Slice, decode_cursor, read_limit, slice_of
 from app.store import LockedAccount
 
 NUMBER_LENGTH = 12
@@ -143,17 +144,18 @@ async def open_account(
 
 
 async def list_accounts(
-    db: AsyncSession, *, principal: Principal, after_id: int | None, limit: int
-) -> list[Account]:
+    db: AsyncSession, *, principal: Principal, cursor: str | None, limit: int
+) -> Slice[Account]:
     query = (
         select(Account)
         .where(Account.customer_id == principal.customer_id)
         .order_by(Account.id)
-        .limit(limit)
+        .limit(read_limit(limit))
     )
-    if after_id is not None:
+    if (after_id := decode_cursor(cursor)) is not None:
         query = query.where(Account.id > after_id)
-    return list((await db.scalars(query)).all())
+    rows = list((await db.scalars(query)).all())
+    return slice_of(rows, limit, key=lambda account: account.id)
 
 
 async def get_account(db: AsyncSession, *, principal: Principal, number: str) -> Account:

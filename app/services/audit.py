@@ -25,6 +25,7 @@ from app.db import Database, Tx, session_tx, unit_of_work
 from app.errors import BankError
 from app.models import AuditRecord
 from app.security import Principal
+from app.services.pagination import Slice, decode_cursor, read_limit, slice_of
 from app.store.audit import CANONICAL, GENESIS, compute_hash
 
 __all__ = ["GENESIS", "Actor", "compute_hash", "record", "verify_chain"]
@@ -113,10 +114,10 @@ class LogFilter:
 
 
 async def list_records(
-    db: AsyncSession, *, filters: LogFilter, after_seq: int | None, limit: int
-) -> list[AuditRecord]:
-    """Records in chain order (oldest first), after the cursor's seq."""
-    query = select(AuditRecord).order_by(AuditRecord.seq).limit(limit)
+    db: AsyncSession, *, filters: LogFilter, cursor: str | None, limit: int
+) -> Slice[AuditRecord]:
+    """Records in chain order (oldest first), a page of `limit` after the cursor's seq."""
+    query = select(AuditRecord).order_by(AuditRecord.seq).limit(read_limit(limit))
     conditions = [
         (AuditRecord.actor_id, filters.actor),
         (AuditRecord.action, filters.action),
@@ -130,9 +131,10 @@ async def list_records(
         query = query.where(AuditRecord.at >= filters.since)
     if filters.until is not None:
         query = query.where(AuditRecord.at < filters.until)
-    if after_seq is not None:
+    if (after_seq := decode_cursor(cursor)) is not None:
         query = query.where(AuditRecord.seq > after_seq)
-    return list((await db.scalars(query)).all())
+    rows = list((await db.scalars(query)).all())
+    return slice_of(rows, limit, key=lambda record: record.seq)
 
 
 @asynccontextmanager

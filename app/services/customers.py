@@ -125,30 +125,11 @@ async def register(
 
 @dataclass(frozen=True, slots=True)
 class Profile:
+    """A customer as their profile shows them (CustomerOut)."""
+
     customer: Customer
     user: User
     documents: list[KycDocument]
-
-    def as_dict(self) -> dict[str, Any]:
-        c = self.customer
-        return {
-            "customer_id": str(c.id),
-            "username": self.user.username,
-            "email": self.user.email,
-            "full_name": c.full_name,
-            "date_of_birth": c.date_of_birth,
-            "phone": c.phone,
-            "address": c.address,
-            "national_id": c.masked_national_id,
-            "status": c.status,
-            "kyc": {
-                "status": c.kyc_status,
-                "reasons": list(c.kyc_reasons or []),
-                "checked_at": c.kyc_checked_at,
-                "documents": [d.summary() for d in self.documents],
-            },
-            "created_at": c.created_at,
-        }
 
 
 async def load_profile(db: AsyncSession, customer_id: int) -> Profile | None:

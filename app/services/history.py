@@ -19,6 +19,7 @@ from app.security import Principal
 from app.services import accounts, audit
 from app.services.audit import Actor
 from app.services.ledger import TransactionView
+from app.services.pagination import Slice, decode_cursor, read_limit, slice_of
 
 
 async def _views(
@@ -107,28 +108,32 @@ async def list_transactions(
     account_number: str | None,
     since: datetime | None,
     until: datetime | None,
-    before_id: int | None,
+    cursor: str | None,
     limit: int,
-) -> list[TransactionView]:
+) -> Slice[TransactionView]:
+    """The caller's transactions, newest first, a page of `limit` below the cursor."""
+    before_id = decode_cursor(cursor)
     owned = select(Account.id).where(Account.customer_id == principal.customer_id)
     if account_number is not None:
         number = accounts.parse_number(account_number, field="account_number")
         owned = owned.where(Account.number == number)
     account_ids = list((await db.scalars(owned.order_by(Account.id))).all())
     if not account_ids:
-        return []
+        return Slice([], None)
+    rows = read_limit(limit)
 
     def page(of: list[int]) -> Select[tuple[int]]:
-        return journals_touching(of, before_id=before_id, since=since, until=until, limit=limit)
+        return journals_touching(of, before_id=before_id, since=since, until=until, limit=rows)
 
     ids: Select[tuple[int]] | CompoundSelect[tuple[int]]
     if 1 < len(account_ids) <= MERGED_ACCOUNTS:
         ids = union(*(select(page([a]).subquery().c.journal_id) for a in account_ids))
     else:
         ids = page(account_ids)
-    query = select(Journal).where(Journal.id.in_(ids)).order_by(Journal.id.desc()).limit(limit)
+    query = select(Journal).where(Journal.id.in_(ids)).order_by(Journal.id.desc()).limit(rows)
     journals = list((await db.scalars(query)).all())
-    return await _views(db, principal, journals)
+    views = await _views(db, principal, journals)
+    return slice_of(views, limit, key=lambda view: int(view.transaction_id))
 
 
 async def get_transaction(

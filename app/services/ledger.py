@@ -218,7 +218,7 @@ async def _cash_movement(
         )
         return await _audit_and_answer(tx, principal, key, view)
 
-    return await _run(database, principal, f"transaction.{kind}", move_cash)
+    return await _in_transaction(database, principal, f"transaction.{kind}", move_cash)
 
 
 async def transfer(
@@ -286,10 +286,10 @@ async def transfer(
         )
         return await _audit_and_answer(tx, principal, key, view)
 
-    return await _run(database, principal, "transaction.transfer", move_funds)
+    return await _in_transaction(database, principal, "transaction.transfer", move_funds)
 
 
-async def _run(
+async def _in_transaction(
     database: Database,
     principal: Principal,
     action: str,

@@ -14,7 +14,7 @@ import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 from sqlalchemy import bindparam, select
@@ -25,6 +25,7 @@ from app.models import Customer, Entry, Journal
 from app.money import format_amount
 from app.security import Principal
 from app.services import accounts
+from app.services.exports import Download
 
 MAX_PERIOD_DAYS = 366 * 5
 
@@ -76,22 +77,12 @@ class Statement:
     def closing_balance(self) -> int:
         return self.opening_balance + self.total_in - self.total_out
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "account_number": self.account_number,
-            "account_type": self.account_type,
-            "currency": self.currency,
-            "customer_id": str(self.customer_id),
-            "customer_name": self.customer_name,
-            "from": self.period_from.isoformat(),
-            "to": self.period_to.isoformat(),
-            "opening_balance": format_amount(self.opening_balance),
-            "total_in": format_amount(self.total_in),
-            "total_out": format_amount(self.total_out),
-            "closing_balance": format_amount(self.closing_balance),
-            "entries": self.entries,
-            "generated_at": self.generated_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        }
+
+async def export(statement: Statement, format: Literal["csv", "pdf"]) -> Download:
+    name = f"statement-{statement.account_number}-{statement.period_from}-{statement.period_to}"
+    if format == "csv":
+        return Download(f"{name}.csv", "text/csv", render_csv(statement))
+    return Download(f"{name}.pdf", "application/pdf", await render_pdf(statement))
 
 
 def period(since: date | None, until: date | None) -> tuple[date, date]:

@@ -1,8 +1,9 @@
 """The transfer's call path, as a newcomer reading it would follow it: every call into
 the app's own code from the service entry (app.services.ledger.transfer) until the
 movement's first SQL statement goes to the driver, and until the service returns, in
-order. Prints the calls, the modules visited, the stays (runs of calls in one module)
-and the deepest call level of each.
+order. Prints the calls, the modules visited, the stays (runs of calls in one module),
+the deepest call level, and the stays in the services and the store alone (the storage
+machinery, settings and money left out).
 
     python -m bench.callpath                                     # SQLite
     BANK_TEST_DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/postgres \\
@@ -21,6 +22,7 @@ from typing import Any
 
 import httpx
 
+DOMAIN = ("app.services", "app.store")  # the layers a reader follows for the rules
 ROOT = str(Path(__file__).resolve().parent.parent / "app")
 # The driver's statement calls: once one is entered, the movement's first SQL goes.
 STATEMENT_CALLS = {"one", "all", "write", "fetch", "fetchrow", "execute"}
@@ -141,6 +143,11 @@ def _report(title: str, calls: list[tuple[int, str, str]]) -> None:
         f" deepest call level: {deepest}"
     )
     print(" -> ".join(stays))
+    domain: list[str] = []
+    for module in stays:
+        if module.startswith(DOMAIN) and (not domain or domain[-1] != module):
+            domain.append(module)
+    print(f"stays in services and store only ({len(domain)}): " + " -> ".join(domain))
     print()
 
 

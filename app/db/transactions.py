@@ -58,11 +58,13 @@ class Tx:
 
     async def one(self, sql: Sql, *args: Any) -> Any:
         """The first row of a read (None if it has none)."""
-        await self.flush()
+        if self._pending:
+            await self.flush()
         return await self._driver.one(sql, *args)
 
     async def all(self, sql: Sql, *args: Any) -> list[Any]:
-        await self.flush()
+        if self._pending:
+            await self.flush()
         return await self._driver.all(sql, *args)
 
     async def write(self, sql: Sql, *args: Any) -> None:

@@ -22,6 +22,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import store
+from app.cli import migrate_database
 from app.db import Database, Tx, end_reads, unit_of_work
 from app.models import (
     Account,
@@ -72,7 +73,12 @@ async def pad_audit_log(db: AsyncSession, total: int, batch: int = 10_000) -> in
         async with unit_of_work(db) as tx:
             for n in range(missing):
                 await audit.record(
-                    tx, actor=SYSTEM, action="bench.filler", entity_type="bench", details={"n": n}
+                    tx,
+                    actor=SYSTEM,
+                    action="bench.filler",
+                    entity_type="bench",
+                    entity_id=held + n + 1,
+                    details={"n": n},
                 )
         added += missing
 
@@ -272,6 +278,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--accounts", type=int, default=1, help="accounts per customer")
     args = parser.parse_args(argv)
     settings = load_settings()
+    migrate_database(settings)
 
     async def go() -> ScaleResult:
         database = Database(settings)

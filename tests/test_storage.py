@@ -240,6 +240,17 @@ async def test_a_postgres_movement_takes_five_round_trips(bank, database):
     assert response.status_code == 201, response.text
     assert len(sent) == 5, sent
     assert await balance(bank.client, headers, source) == "101.00"
+    # Now and then a journal also prunes its customer's minutes that left the window:
+    # still the same five.
+    async with database.session() as db:
+        next_id = await db.scalar(text("SELECT last_value + 1 FROM journals_id_seq"))
+    for _ in range(-next_id % 64):
+        assert (await deposit(bank.client, headers, source, "0.01")).status_code == 201
+    sent.clear()
+    response = await transfer(bank.client, headers, source, target, "1.00", key=new_key())
+    assert response.json()["transaction_id"] == str(next_id + -next_id % 64)
+    assert len(sent) == 5, sent
+    assert "DELETE FROM outgoing_minutes" in next(q for q in sent if q.startswith("WITH w0"))
     assert (await verify_books(bank.app)).balanced
 
 

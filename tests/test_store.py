@@ -4,13 +4,17 @@ they are sent, and durable jobs queued from a money transaction."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlalchemy import event, select
 
 from app import store
 from app.db import Sql, Tx, money_transaction, unit_of_work
+from app.db.driver import Driver, Write
 from app.models import Job, JobKind, JournalKind
 from app.services import jobs
+from app.services.ledger import TransactionView
 from tests.ledger_helpers import balance, funded_account, journal_count
 
 _ADD_THROTTLE = Sql(
@@ -127,3 +131,58 @@ async def test_a_job_queued_by_a_money_transaction_costs_no_round_trip_of_its_ow
 
 def test_every_kind_of_job_has_its_handler():
     assert set(jobs.HANDLERS) == set(JobKind)
+
+
+class _RecordingDriver(Driver):
+    """A PostgreSQL-like driver that records what each round trip would send."""
+
+    is_sqlite = False
+
+    def __init__(self) -> None:
+        self.sent: list[list[str]] = []
+
+    async def one(self, sql: Sql, *args: Any) -> Any:
+        self.sent.append([f"read {sql.sqlite}"])
+        return None
+
+    async def send(self, writes: list[Write], returning: Write | None = None) -> Any:
+        self.sent.append([sql.sqlite for sql, _ in [*writes, *([returning] if returning else [])]])
+        return (1,) if returning else None
+
+
+async def test_kept_writes_go_together_unless_one_could_see_another():
+    driver = _RecordingDriver()
+    tx = Tx(driver, keeps_writes=True)
+    insert_a, insert_b = Sql("INSERT INTO a (x) VALUES (?)"), Sql("INSERT INTO b (x) VALUES (?)")
+    update_a = Sql("UPDATE a SET x = ? WHERE x = 0")
+    prune_a = Sql("DELETE FROM a WHERE x < ?", disjoint=True)
+    unknown = Sql("SELECT pg_notify('a', ?)")
+    await tx.write(insert_a, 1)
+    await tx.write(insert_b, 1)
+    await tx.write(prune_a, 0)  # declared disjoint: goes with them
+    await tx.write(update_a, 2)  # would not see the insert into a: sent after it
+    await tx.write(unknown, "x")  # cannot be told: sent apart
+    await tx.write(insert_b, 3)
+    assert await tx.write_returning(Sql("INSERT INTO c (x) VALUES (?) RETURNING id"), 4) == (1,)
+    await tx.flush()
+    assert [len(statement) for statement in driver.sent] == [3, 1, 1, 2]
+    assert driver.sent[1] == [update_a.sqlite] and driver.sent[2] == [unknown.sqlite]
+    assert driver.sent[3][-1].startswith("INSERT INTO c")
+
+
+def test_a_stored_answer_replays_whatever_version_of_the_view_filed_it():
+    body = {
+        "transaction_id": "7",
+        "type": "transfer",
+        "status": "completed",
+        "amount": "1.00",
+        "currency": "USD",
+        "from_account": "100000000017",
+        "to_account": "100000000025",
+        "description": None,
+        "created_at": "2026-12-01T00:00:00Z",
+        "balance_after": "9.00",
+        "a_field_since_dropped": 1,
+    }
+    view = TransactionView.stored(body)
+    assert view.transaction_id == "7" and view.flagged is None

@@ -2,8 +2,9 @@
 sqlite3 / asyncpg connection, and writes sent together (one statement on PostgreSQL).
 
 Through SQLAlchemy each money-path statement cost 0.3-0.9 ms of Python on this machine;
-on the driver 10-50 microseconds (SQLite) or one network round trip (PostgreSQL). Only
-`app.db.transactions.Tx` uses a driver; the store (`app.store`) writes its SQL for it.
+on the driver 10-50 microseconds (SQLite) or one network round trip (PostgreSQL). The
+store (`app.store`) writes its SQL for `app.db.transactions.Tx`, which runs it here; the
+group commit drives its savepoints here too.
 """
 
 from __future__ import annotations
@@ -20,19 +21,27 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 # (SQLite: BEGIN IMMEDIATE, see app.db.engine).
 WRITE_OPTION = "bank_write"
 
-_TARGET = re.compile(r"^\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(\w+)", re.IGNORECASE)
+_TARGET = re.compile(
+    r"^\s*(INSERT(?:\s+OR\s+\w+)?\s+INTO|UPDATE|DELETE\s+FROM)\s+(?:\w+\.)?(\w+)", re.IGNORECASE
+)
 
 
 class Sql:
     """One prebuilt statement, written once with `?` placeholders; PostgreSQL's text
     numbers them ($1, $2, …) unless given explicitly. A write knows the table it writes
     and whether it changes rows that exist (UPDATE, DELETE, an upsert), so writes that
-    could see each other are never sent in one statement (see `Tx.write`)."""
+    could see each other are never sent in one statement (see `Tx.write`). `disjoint`
+    says that it never touches a row that another write of its transaction touches, so
+    it may go with them anyway (the daily total's prune: minutes that left the window,
+    never the minute being written)."""
 
-    __slots__ = ("changes_rows", "postgresql", "sqlite", "table")
+    __slots__ = ("changes_rows", "disjoint", "postgresql", "sqlite", "table")
 
-    def __init__(self, sqlite: str, postgresql: str | None = None) -> None:
+    def __init__(
+        self, sqlite: str, postgresql: str | None = None, *, disjoint: bool = False
+    ) -> None:
         self.sqlite = sqlite
+        self.disjoint = disjoint
         if postgresql is None:
             head, *rest = sqlite.split("?")
             postgresql = head + "".join(f"${n}{part}" for n, part in enumerate(rest, 1))

@@ -26,6 +26,7 @@ from app.db.engine import Database
 
 log = logging.getLogger(__name__)
 
+_ANY = "*"  # the table of a kept write whose text names none that can be read off
 RETRYABLE_PG_CODES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 MAX_ATTEMPTS = 8
 
@@ -42,7 +43,12 @@ class Tx:
     rows of: one network round trip for a movement's writes however many there are, and
     every read still sees every write before it. SQLite runs each statement at once (a
     function call, no round trip); so does a session's unit of work, whose ORM reads
-    would not see kept writes."""
+    would not see kept writes.
+
+    The rule looks at the table each write writes, not at tables it only reads (an
+    `INSERT … SELECT`): a write that reads what another kept write changes must not be
+    given to a money transaction as a plain write. A write whose table cannot be read off
+    its text is sent apart from the others."""
 
     __slots__ = ("_driver", "_keeps", "_pending", "_tables")
 
@@ -74,12 +80,13 @@ class Tx:
         if self._would_see(sql):
             await self.flush()
         self._pending.append((sql, args))
-        if sql.table is not None:
-            self._tables[sql.table] = self._tables.get(sql.table, False) or sql.changes_rows
+        table = sql.table or _ANY
+        self._tables[table] = self._tables.get(table, False) or sql.changes_rows
 
     async def write_returning(self, sql: Sql, *args: Any) -> Any:
-        """A write whose first row is returned (`INSERT … RETURNING id`), sent with the
-        kept writes: still one round trip."""
+        """A write whose first row is returned (`INSERT … RETURNING id`), sent at once
+        with the writes kept so far, in one round trip. Writes after it go in a statement
+        of their own: make it the last write of a money transaction."""
         if self._would_see(sql):
             await self.flush()
         row = await self._driver.send(self._pending, (sql, args))
@@ -103,9 +110,14 @@ class Tx:
 
     def _would_see(self, sql: Sql) -> bool:
         """Whether `sql` and a kept write touch one table where either changes rows that
-        exist: sent in one statement, neither would see the other's effect."""
-        if sql.table is None or sql.table not in self._tables:
-            return sql.table is None and bool(self._pending)  # a write of unknown target
+        exist: sent in one statement, neither would see the other's effect. A write of
+        a table that cannot be told is sent apart from every other."""
+        if not self._pending or sql.disjoint:
+            return False
+        if sql.table is None or _ANY in self._tables:
+            return True
+        if sql.table not in self._tables:
+            return False
         return sql.changes_rows or self._tables[sql.table]
 
     def _forget(self) -> None:

@@ -152,11 +152,14 @@ async def denials_recorded(
             raise
         entity_type, entity_id = exc.denied_entity
         async with contextlib.AsyncExitStack() as stack:
-            db = (
-                owner
-                if isinstance(owner, AsyncSession)
-                else await stack.enter_async_context(owner.session())
-            )
+            if isinstance(owner, AsyncSession):
+                db = owner
+            else:
+                # The money path's own connection went back already; its record waits
+                # at the same gate (PostgreSQL), so refusals never crowd the pool.
+                if owner.admission is not None:
+                    await stack.enter_async_context(owner.admission)
+                db = await stack.enter_async_context(owner.session())
             async with unit_of_work(db) as tx:
                 await record(
                     tx,

@@ -53,6 +53,12 @@ class TransactionView:
     flagged: bool | None
 
     @classmethod
+    def stored(cls, body: dict[str, Any]) -> TransactionView:
+        """The view filed under an Idempotency-Key (its JSON), whatever version of the
+        view filed it: a field it lacks is null, one it has that the view lost is left."""
+        return cls(*(body.get(name) for name in cls.__dataclass_fields__))
+
+    @classmethod
     def of(
         cls,
         journal: Journal | Posted,
@@ -311,7 +317,7 @@ async def _lock_caller(tx: Tx, principal: Principal, key: IdempotencyKey | None)
         claim = await store.claim_key(tx, key, customer_id=principal.customer_id)
         if not claim.claimed:
             body = idempotency.replayed_body(await store.stored_answer(tx, key), key)
-            return Movement(TransactionView(**body), replayed=True)
+            return Movement(TransactionView.stored(body), replayed=True)
         status = claim.customer_status
     accounts.check_can_transact(status)
     return None

@@ -45,10 +45,7 @@ _CLAIM = Sql(
 # PostgreSQL: the claim and the customer's lock in one statement, the claim's result in
 # the same row. SQLite has no INSERT inside WITH: there the claim runs first.
 _CLAIM_AND_LOCK_CUSTOMER = locking(
-    "WITH claimed AS ("
-    "INSERT INTO idempotency_keys"
-    " (user_id, key, request_hash, response_status, response_body, created_at)"
-    " VALUES (?, ?, ?, 0, '{}', ?) ON CONFLICT (user_id, key) DO NOTHING RETURNING 1)"
+    f"WITH claimed AS ({_CLAIM.sqlite})"  # noqa: S608
     " SELECT status, (SELECT COUNT(*) FROM claimed) FROM customers WHERE id = ?"
 )
 _STORED = Sql(

@@ -20,7 +20,7 @@ _ENQUEUE = Sql(
 
 async def enqueue_job(tx: Tx, kind: JobKind, payload: dict[str, Any]) -> int:
     """Queue a job in `tx`, due now; returns its id. On a money transaction the insert
-    goes with the movement's other writes (no round trip of its own)."""
+    goes with the writes kept so far (no round trip of its own): queue it last."""
     now = tx.timestamp(datetime.now(UTC))
     row = await tx.write_returning(_ENQUEUE, kind, orjson.dumps(payload).decode(), now, now)
     return int(row[0])

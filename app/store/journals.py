@@ -66,7 +66,11 @@ _ADD_OUTGOING = Sql(
     " ON CONFLICT (customer_id, minute)"
     " DO UPDATE SET amount = outgoing_minutes.amount + excluded.amount"
 )
-_PRUNE_OUTGOING = Sql("DELETE FROM outgoing_minutes WHERE customer_id = ? AND minute < ?")
+# Minutes that left the window: never the one the same journal adds to (`disjoint`), so
+# it goes with the journal's other writes.
+_PRUNE_OUTGOING = Sql(
+    "DELETE FROM outgoing_minutes WHERE customer_id = ? AND minute < ?", disjoint=True
+)
 
 
 # Built from placeholders only (the values travel as parameters), one text per line count.

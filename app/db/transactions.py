@@ -145,11 +145,11 @@ async def unit_of_work(db: AsyncSession) -> AsyncIterator[Tx]:
     database = database_of(db)
     if database.group_commit is None:
         async with db.begin():
-            connection = await db.connection(execution_options={WRITE_OPTION: True})
-            yield Tx(await driver_of(connection), keeps_writes=False)
+            await db.connection(execution_options={WRITE_OPTION: True})
+            yield await session_tx(db)
         return
     async with database.group_commit.unit(db):
-        yield Tx(await driver_of(await db.connection()), keeps_writes=False)
+        yield await session_tx(db)
 
 
 async def session_tx(db: AsyncSession) -> Tx:

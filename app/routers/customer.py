@@ -3,7 +3,7 @@ movement, history and statements."""
 
 from __future__ import annotations
 
-from datetime import UTC, date
+from datetime import date
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -14,7 +14,7 @@ from app.deps import CurrentCustomer, CurrentUser, DatabaseDep, DbSession, Setti
 from app.errors import CustomerNotFound
 from app.money import format_amount
 from app.routing import DecimalRoute, download
-from app.schemas.common import Page, day_start, problem_responses
+from app.schemas.common import Page, day_start, iso_utc, problem_responses
 from app.schemas.customer import CustomerOut, CustomerUpdate
 from app.schemas.ledger import (
     AccountOpen,
@@ -204,9 +204,7 @@ def statement_out(statement: statements.Statement) -> StatementOut:
             "total_out": format_amount(statement.total_out),
             "closing_balance": format_amount(statement.closing_balance),
             "entries": statement.entries,
-            "generated_at": statement.generated_at.astimezone(UTC)
-            .isoformat()
-            .replace("+00:00", "Z"),
+            "generated_at": iso_utc(statement.generated_at),
         }
     )
 

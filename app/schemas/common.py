@@ -8,11 +8,12 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 T = TypeVar("T")
 
 
-def _iso_utc(value: datetime) -> str:
+def iso_utc(value: datetime) -> str:
+    """An instant as the API writes it: RFC 3339, UTC, with a Z."""
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-UtcDateTime = Annotated[datetime, PlainSerializer(_iso_utc, return_type=str)]
+UtcDateTime = Annotated[datetime, PlainSerializer(iso_utc, return_type=str)]
 
 
 def day_start(value: date | None, *, next_day: bool = False) -> datetime | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import UTC
 from typing import Any
 
 import orjson
@@ -27,6 +26,7 @@ from app.errors import (
 )
 from app.models import Journal, JournalKind
 from app.money import format_amount
+from app.schemas.common import iso_utc
 from app.security import Principal
 from app.services import accounts, audit, idempotency
 from app.services.audit import Actor
@@ -76,7 +76,7 @@ class TransactionView:
             from_number,
             to_number,
             journal.description,
-            journal.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            iso_utc(journal.created_at),
             format_amount(balance_after) if balance_after is not None else None,
             journal.flagged,
         )

@@ -126,18 +126,16 @@ _CHAIN_PAGE = Sql(
 )
 
 
-async def chain_page(tx: Tx, *, after_seq: int, limit: int) -> list[tuple[list[Any], str]]:
-    """The records after `after_seq`, in chain order: each as the list its hash covers
-    (`compute_hash`'s fields in order: seq first, prev_hash last) and its stored hash.
-    Rows come straight from the driver as tuples, the stored JSON parsed by orjson and
-    SQLite's timestamps by datetime: verification reads millions of these."""
+async def chain_page(tx: Tx, *, after_seq: int, limit: int) -> list[list[Any]]:
+    """The records after `after_seq`, in chain order, each a list of `compute_hash`'s
+    fields in order (seq first, prev_hash twelfth) and its stored hash last. Rows come
+    straight from the driver, the stored JSON parsed by orjson and SQLite's timestamps by
+    datetime: verification reads millions of these."""
     rows = await tx.all(_CHAIN_PAGE, after_seq, limit)
     loads, sqlite = orjson.loads, tx.is_sqlite
-    page = []
-    for row in rows:
-        content = list(row[:12])
+    page = [list(row) for row in rows]
+    for record in page:
         if sqlite:
-            content[1] = datetime.fromisoformat(content[1])
-        content[10] = loads(content[10])
-        page.append((content, row[12]))
+            record[1] = datetime.fromisoformat(record[1])
+        record[10] = loads(record[10])
     return page

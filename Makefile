@@ -28,12 +28,12 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check app migrations tests bench checks
-	$(BIN)/ruff format --check app migrations tests bench checks
+	$(BIN)/ruff check app tests bench checks
+	$(BIN)/ruff format --check app tests bench checks
 
 format: $(STAMP)
-	$(BIN)/ruff format app migrations tests bench checks
-	$(BIN)/ruff check --fix app migrations tests bench checks
+	$(BIN)/ruff format app tests bench checks
+	$(BIN)/ruff check --fix app tests bench checks
 
 # The money-path benchmark (issue 9): about 8 minutes; see bench/__main__.py for options.
 bench: $(STAMP)

@@ -17,7 +17,9 @@ cli = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Open-source core banking backend."
 )
 
-ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
+# The migration scripts ship inside the package, so an installed wheel migrates from any
+# folder; the top-level alembic.ini points at the same scripts for `alembic revision`.
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -25,7 +27,8 @@ def migrate_database(settings: Settings) -> None:
     from alembic import command
     from alembic.config import Config
 
-    config = Config(str(ALEMBIC_INI))
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["database_url"] = settings.db_url
     config.attributes["configure_logging"] = False
     command.upgrade(config, "head")

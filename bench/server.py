@@ -22,8 +22,18 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, env: dict[str, str], workers: int, log_path: Path) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        workers: int,
+        log_path: Path,
+        *,
+        bank: str = BANK,
+        cwd: Path = ROOT,
+    ) -> None:
         self.env = {**os.environ, **env}
+        self.bank = bank
+        self.cwd = cwd
         self.workers = workers
         self.port = free_port()
         self.log_path = log_path
@@ -39,7 +49,7 @@ class Server:
         started = time.perf_counter()
         self.process = subprocess.Popen(
             [
-                BANK,
+                self.bank,
                 "serve",
                 "--host",
                 "127.0.0.1",
@@ -51,7 +61,7 @@ class Server:
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            cwd=ROOT,
+            cwd=self.cwd,
             start_new_session=True,
         )
         deadline = started + 60

@@ -10,11 +10,13 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi_offline import FastAPIOffline
 
 from app import observability
 from app.db import Database
 from app.problems import PROBLEM_JSON, EdgeMiddleware, install_error_handlers
 from app.routers import admin, auditor, customer, public
+from app.schemas.common import Problem
 from app.security import Security
 from app.services import jobs
 from app.settings import Settings, load_settings
@@ -30,6 +32,20 @@ OPENAPI_TAGS = [
     {"name": "audit", "description": "The hash-chained audit trail; chain and ledger checks."},
 ]
 METRICS_PATH = "/metrics"
+PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+API_DESCRIPTION = """\
+A core banking backend: customers with KYC, savings and checking accounts, a double-entry
+ledger, deposits, withdrawals and transfers, statements, and a hash-chained audit trail.
+
+- **Log in** with `POST /api/auth/token` (or **Authorize** above) and send the access token
+  as `Authorization: Bearer <token>`. Roles: `customer`, `admin`, `auditor` (read-only).
+- **Money** is a string with two decimals (`"1250.00"`), never a JSON number.
+- **Retries**: send an `Idempotency-Key` header on money movements; the same key and body
+  answer the first result again, with `Idempotent-Replayed: true`.
+- **Errors** are RFC 9457 `application/problem+json` with a stable `code`; validation
+  failures list one `errors` item per field. Another customer's object is a 404.
+- **Lists** are pages: `limit` and the `next_cursor` of the previous page as `cursor`.
+"""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -56,10 +72,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await sweeper
             await database.dispose()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from the files fastapi-offline ships: they work with no network.
+    app = FastAPIOffline(
         title=f"{settings.bank_name} API",
         version="0.1.0",
         summary="Core banking backend: customers, accounts, ledger, audit.",
+        description=API_DESCRIPTION,
         lifespan=lifespan,
         redirect_slashes=False,
         openapi_tags=OPENAPI_TAGS,
@@ -107,11 +125,18 @@ def _openapi_with_flat_forms(app: FastAPI) -> dict[str, Any]:
     Swagger UI and Postman render a multipart form best from plain `properties`, so the
     referenced model's fields are merged in (same content, simpler shape). Errors are
     declared as what they are sent as: application/problem+json with the Problem schema
-    (FastAPI files a response `model` under application/json)."""
+    (FastAPI files a response `model` under application/json, and adds its own 422).
+    Each operation's description ends with the errors it declares, so the two cannot
+    disagree."""
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(
-        title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        title=app.title,
+        version=app.version,
+        summary=app.summary,
+        description=app.description,
+        tags=app.openapi_tags,
+        routes=app.routes,
     )
     components = schema.get("components", {}).get("schemas", {})
     for body in components.values():
@@ -124,9 +149,23 @@ def _openapi_with_flat_forms(app: FastAPI) -> dict[str, Any]:
             body["required"] = [*model.get("required", []), *body.get("required", [])]
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
-            for response in operation.get("responses", {}).values():
-                content = response.get("content", {})
-                if PROBLEM_JSON in content and "application/json" in content:
-                    content[PROBLEM_JSON] = content.pop("application/json")
+            for status, response in operation.get("responses", {}).items():
+                if status.startswith("4"):
+                    response["content"] = {PROBLEM_JSON: {"schema": PROBLEM_REF}}
+            operation["description"] = _with_errors(operation)
+    # FastAPI's own 422 model is never sent: validation errors are problems too.
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    components.setdefault("Problem", Problem.model_json_schema())
     app.openapi_schema = schema
     return schema
+
+
+def _with_errors(operation: dict[str, Any]) -> str:
+    errors = [
+        f"- `{status}` {response['description']}"
+        for status, response in sorted(operation.get("responses", {}).items())
+        if status.startswith(("4", "5"))
+    ]
+    text = operation.get("description", "")
+    return f"{text}\n\n**Errors**\n\n" + "\n".join(errors) if errors else text

@@ -33,6 +33,36 @@ async def test_registration_form_is_flat_for_swagger_and_postman(client):
     assert fields <= set(form["required"])
 
 
+async def test_every_operation_is_described_once_for_swagger_and_redoc(client):
+    schema = (await client.get("/openapi.json")).json()
+    assert "Idempotency-Key" in schema["info"]["description"]
+    declared_tags = {tag["name"] for tag in schema["tags"]}
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            where = f"{method.upper()} {path}"
+            assert len(operation["tags"]) == 1, (where, operation["tags"])
+            assert operation["tags"][0] in declared_tags, where
+            assert len(operation["description"]) > len(operation["summary"]) + 40, where
+            for status, response in operation["responses"].items():
+                if status.startswith("4"):
+                    assert f"- `{status}` " in operation["description"], (where, status)
+                    assert set(response["content"]) == {"application/problem+json"}, where
+                    assert response["content"]["application/problem+json"]["schema"] == {
+                        "$ref": "#/components/schemas/Problem"
+                    }, where
+
+
+async def test_docs_pages_load_their_assets_from_this_server(client):
+    for page in ("/docs", "/redoc"):
+        html = (await client.get(page)).text
+        assert "cdn.jsdelivr.net" not in html and "fonts.googleapis.com" not in html, page
+        for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
+            if asset in html:
+                src = html.split(asset)[0].rsplit('"', 1)[-1] + asset
+                answer = await client.get(src)
+                assert answer.status_code == 200 and len(answer.content) > 10_000, src
+
+
 async def test_money_endpoints_document_their_errors(client):
     schema = (await client.get("/openapi.json")).json()
     expected = {

@@ -25,6 +25,8 @@ router = APIRouter(prefix="/api/admin", tags=["admin"])
 async def create_user(
     body: StaffCreate, principal: AdminUser, db: DbSession, security: SecurityDep
 ) -> StaffOut:
+    """Create a staff user, an admin or an auditor. Admins only. A taken username or email is
+    409; a weak password 422 `weak_password`."""
     user = await staff.create_staff(
         db,
         security,
@@ -46,13 +48,16 @@ async def create_user(
 @router.patch(
     "/accounts/{account_number}",
     response_model=AccountOut,
-    tags=["admin"],
     summary="Freeze, unfreeze or close a customer's account",
     responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def set_account_status(
     account_number: str, body: AccountStatusChange, principal: AdminUser, db: DbSession
 ) -> AccountOut:
+    """Freeze, unfreeze or close a customer's account, with a reason that goes into the audit
+    trail. A frozen account neither sends nor receives money. Admins only. A change the
+    account's state does not allow (closing with money in it, anything on a closed
+    account) is 409."""
     account = await accounts.set_status(
         db, principal=principal, number=account_number, status=body.status, reason=body.reason
     )

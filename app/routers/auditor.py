@@ -38,6 +38,9 @@ async def logs(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> object:
+    """The audit trail, oldest first, filtered by actor, action, entity and dates, a page at a
+    time; `format=csv` downloads the page as CSV (the next page's cursor in `X-Next-
+    Cursor`). Auditors and admins; read-only."""
     filters = audit.LogFilter(
         actor, action, entity_type, entity_id, day_start(from_), day_start(to, next_day=True)
     )
@@ -59,6 +62,8 @@ async def logs(
     responses=problem_responses(401, 403),
 )
 async def verify(principal: AuditReader, db: DbSession) -> ChainVerificationOut:
+    """Recompute the audit trail's hash chain from the first record and report whether it is
+    intact, and the first record that is not. Auditors and admins; read-only."""
     report = await audit.verify_chain(db)
     return ChainVerificationOut(
         valid=report.valid,
@@ -74,6 +79,8 @@ async def verify(principal: AuditReader, db: DbSession) -> ChainVerificationOut:
     responses=problem_responses(401, 403),
 )
 async def ledger(principal: AuditReader, db: DbSession) -> LedgerReportOut:
+    """The trial balance: every journal sums to zero, and every account's balance equals the
+    sum of its entries; mismatches are listed. Auditors and admins; read-only."""
     report = await reconciliation.verify_ledger(db)
     return LedgerReportOut(
         balanced=report.balanced,

@@ -38,6 +38,8 @@ router = APIRouter(prefix="/api/customers", tags=["customers"])
     responses=problem_responses(401, 403, 404),
 )
 async def get_me(principal: CurrentCustomer, db: DbSession) -> CustomerOut:
+    """The caller's customer profile, with KYC status and document metadata (never the files).
+    Customers only (staff get 403)."""
     profile = await customers.load_profile(db, principal.customer_id or 0)
     if profile is None:
         raise CustomerNotFound("The caller is not a customer.")
@@ -51,6 +53,8 @@ async def get_me(principal: CurrentCustomer, db: DbSession) -> CustomerOut:
     responses=problem_responses(401, 403, 409, 422),
 )
 async def patch_me(body: CustomerUpdate, principal: CurrentCustomer, db: DbSession) -> CustomerOut:
+    """Change the caller's email, phone or address. Customers only. An email another user has
+    is 409 `email_taken`."""
     return _customer_out(await customers.update_me(db, principal=principal, changes=body))
 
 
@@ -61,6 +65,8 @@ async def patch_me(body: CustomerUpdate, principal: CurrentCustomer, db: DbSessi
     responses=problem_responses(401, 404),
 )
 async def get_customer(customer_id: str, principal: CurrentUser, db: DbSession) -> CustomerOut:
+    """A customer's profile by id: the customer themself, admins and auditors. Another
+    customer's id is 404, as if it did not exist."""
     profile = await customers.get_profile(db, principal=principal, customer_id=customer_id)
     return _customer_out(profile)
 
@@ -71,7 +77,7 @@ def _customer_out(profile: customers.Profile) -> CustomerOut:
 
 # Accounts, money movement, history and statements. JSON bodies are parsed with Decimal
 # (DecimalRoute), so an amount never passes through a float.
-banking = APIRouter(prefix="/api", tags=["accounts"], route_class=DecimalRoute)
+banking = APIRouter(prefix="/api", route_class=DecimalRoute)
 
 IdempotencyKeyHeader = Annotated[
     str | None,
@@ -102,6 +108,7 @@ def _created(movement: Movement) -> Response:
 
 @banking.post(
     "/accounts",
+    tags=["accounts"],
     status_code=201,
     response_model=AccountOut,
     summary="Open a savings or checking account",
@@ -110,6 +117,9 @@ def _created(movement: Movement) -> Response:
 async def open_account(
     body: AccountOpen, principal: CurrentCustomer, db: DbSession, settings: SettingsDep
 ) -> AccountOut:
+    """Open a savings or checking account for the caller, at zero balance, in the bank's
+    currency unless another is named. Customers whose KYC is `Active` only (otherwise
+    403 `kyc_required`)."""
     account = await accounts.open_account(
         db, principal=principal, type=body.type, currency=body.currency or settings.currency
     )
@@ -118,6 +128,7 @@ async def open_account(
 
 @banking.get(
     "/accounts",
+    tags=["accounts"],
     response_model=Page[AccountOut],
     summary="My accounts",
     responses=problem_responses(401, 403, 422),
@@ -125,6 +136,8 @@ async def open_account(
 async def list_accounts(
     principal: CurrentCustomer, db: DbSession, limit: Limit = 50, cursor: str | None = None
 ) -> Page[AccountOut]:
+    """The caller's accounts, a page at a time (`limit`, `cursor` from `next_cursor`).
+    Customers only."""
     page = await accounts.list_accounts(db, principal=principal, cursor=cursor, limit=limit)
     return Page[AccountOut](
         items=[AccountOut.of(a) for a in page.items], next_cursor=page.next_cursor
@@ -133,16 +146,20 @@ async def list_accounts(
 
 @banking.get(
     "/accounts/{account_number}",
+    tags=["accounts"],
     response_model=AccountOut,
     summary="One of my accounts",
     responses=problem_responses(401, 403, 404, 422),
 )
 async def get_account(account_number: str, principal: CurrentCustomer, db: DbSession) -> AccountOut:
+    """One of the caller's accounts with its balance. Customers only; another customer's
+    account is 404."""
     return AccountOut.of(await accounts.get_account(db, principal=principal, number=account_number))
 
 
 @banking.post(
     "/accounts/{account_number}/close",
+    tags=["accounts"],
     response_model=AccountOut,
     summary="Close an account (only at zero balance)",
     responses=problem_responses(401, 403, 404, 409, 422),
@@ -150,6 +167,8 @@ async def get_account(account_number: str, principal: CurrentCustomer, db: DbSes
 async def close_account(
     account_number: str, principal: CurrentCustomer, db: DbSession
 ) -> AccountOut:
+    """Close one of the caller's accounts. Only at zero balance (409 `balance_not_zero`).
+    Customers only; another customer's account is 404."""
     return AccountOut.of(
         await accounts.close_account(db, principal=principal, number=account_number)
     )
@@ -157,6 +176,7 @@ async def close_account(
 
 @banking.get(
     "/accounts/{account_number}/statement",
+    tags=["accounts"],
     response_model=StatementOut,
     summary="Statement for a period as JSON, CSV or PDF",
     responses={
@@ -176,6 +196,10 @@ async def statement(
     to: Annotated[date | None, Query(description="Last day, inclusive (default: today)")] = None,
     format: Literal["json", "csv", "pdf"] = "json",
 ) -> Any:
+    """A statement of one of the caller's accounts for a period (default: this month to date):
+    opening and closing balance, totals in and out, and every entry. `format=json`
+    (default), `csv` or `pdf` (downloads). Customers only; another customer's account is
+    404."""
     result = await statements.build(
         db,
         principal=principal,
@@ -223,6 +247,13 @@ async def deposit(
     database: DatabaseDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
+    """Put money into one of the caller's accounts (cash or an external source). Amount: a two-
+    place decimal string above zero, at most `BANK_MAX_TRANSACTION`. Send an
+    `Idempotency-Key` to make a retry safe: the same key and body answer the first
+    result again with `Idempotent-Replayed: true`; the same key with another body is 422
+    `idempotency_key_reused`, and while the first is still running 409
+    `idempotency_in_progress`. Customers only; another customer's account is 404; a
+    frozen or closed account is 409 `account_not_active`."""
     return _created(
         await ledger.deposit(
             database,
@@ -249,6 +280,11 @@ async def withdrawal(
     database: DatabaseDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
+    """Take money out of one of the caller's accounts. The balance never goes below zero (422
+    `insufficient_funds`), and the outgoing total of the last 24 h stays within
+    `BANK_DAILY_LIMIT` (422 `daily_limit_exceeded`). `Idempotency-Key` as for deposits.
+    Customers only; another customer's account is 404; a frozen or closed account is 409
+    `account_not_active`."""
     return _created(
         await ledger.withdraw(
             database,
@@ -275,6 +311,12 @@ async def transfer(
     database: DatabaseDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
+    """Move money from one of the caller's accounts to any active account in the same currency,
+    as one double-entry journal. Refused with 422: `insufficient_funds`,
+    `daily_limit_exceeded`, `amount_too_large`, `currency_mismatch`, `same_account`; 404
+    when the source is not the caller's or the destination does not exist; 409
+    `account_not_active` for a frozen or closed account. `Idempotency-Key` as for
+    deposits. Customers only."""
     return _created(
         await ledger.transfer(
             database,
@@ -304,6 +346,8 @@ async def list_transactions(
     limit: Limit = 50,
     cursor: str | None = None,
 ) -> Page[TransactionOut]:
+    """The caller's transactions, newest first, optionally of one account and between two dates
+    (inclusive), a page at a time. Customers only."""
     page = await history.list_transactions(
         db,
         principal=principal,
@@ -328,5 +372,7 @@ async def list_transactions(
 async def get_transaction(
     transaction_id: str, principal: CurrentCustomer, db: DbSession
 ) -> TransactionOut:
+    """One transaction that touched one of the caller's accounts. Customers only; any other
+    transaction is 404."""
     view = await history.get_transaction(db, principal=principal, transaction_id=transaction_id)
     return TransactionOut.model_validate(view)

@@ -9,7 +9,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from app.deps import CurrentUser, DatabaseDep, DbSession, SecurityDep, SettingsDep
 from app.schemas.auth import MeOut, PasswordChangeIn, RefreshIn, TokenOut
-from app.schemas.common import problem_responses
+from app.schemas.common import HealthOut, problem_responses
 from app.schemas.customer import RegistrationForm, RegistrationOut
 from app.services import auth, customers, jobs
 from app.services.documents import Upload
@@ -17,8 +17,10 @@ from app.services.documents import Upload
 router = APIRouter()
 
 
-@router.get("/health/live", tags=["health"], summary="The process is up")
+@router.get("/health/live", response_model=HealthOut, tags=["health"], summary="The process is up")
 async def live() -> dict[str, str]:
+    """Liveness probe: answers 200 while the process runs; it never touches the database. No
+    login."""
     return {"status": "ok"}
 
 
@@ -26,9 +28,12 @@ async def live() -> dict[str, str]:
     "/health/ready",
     tags=["health"],
     summary="The database is reachable",
-    responses={503: {"description": "Not ready"}},
+    response_model=HealthOut,
+    responses={503: {"model": HealthOut, "description": "Not ready: the database does not answer"}},
 )
 async def ready(database: DatabaseDep, response: Response) -> dict[str, str]:
+    """Readiness probe: 200 when the database answers a query, 503 when it does not (take the
+    instance out of rotation). No login."""
     if not await database.is_reachable():
         response.status_code = 503
         return {"status": "unavailable"}
@@ -45,6 +50,11 @@ async def ready(database: DatabaseDep, response: Response) -> dict[str, str]:
 async def token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()], db: DbSession, security: SecurityDep
 ) -> auth.TokenPair:
+    """Log in with a username (or email) and password, sent form-encoded (OAuth2 password flow,
+    so Swagger UI's **Authorize** works). Answers an access token (Bearer, short-lived)
+    and a refresh token. Anyone may call it. A wrong username or password is 401
+    `invalid_credentials` (the same answer either way); after `BANK_LOGIN_MAX_FAILURES`
+    failures the username is locked for a while: 423 `account_locked`."""
     return await auth.login(db, security, username=form.username, password=form.password)
 
 
@@ -56,6 +66,9 @@ async def token(
     responses=problem_responses(401, 422),
 )
 async def refresh(body: RefreshIn, db: DbSession, security: SecurityDep) -> auth.TokenPair:
+    """Exchange a refresh token for a new access and refresh token. The old refresh token is
+    spent; presenting a spent one again ends the whole session (401 `token_reused`). No
+    access token needed."""
     return await auth.refresh(db, security, refresh_token=body.refresh_token)
 
 
@@ -67,6 +80,8 @@ async def refresh(body: RefreshIn, db: DbSession, security: SecurityDep) -> auth
     responses=problem_responses(401, 422),
 )
 async def logout(body: RefreshIn, principal: CurrentUser, db: DbSession) -> Response:
+    """End the session the refresh token belongs to; its refresh tokens stop working. Any
+    logged-in user."""
     await auth.logout(db, principal=principal, refresh_token=body.refresh_token)
     return Response(status_code=204)
 
@@ -81,6 +96,9 @@ async def logout(body: RefreshIn, principal: CurrentUser, db: DbSession) -> Resp
 async def change_password(
     body: PasswordChangeIn, principal: CurrentUser, db: DbSession, security: SecurityDep
 ) -> Response:
+    """Change the caller's password; every other session of the user ends. Any logged-in user.
+    A wrong current password is 422 `invalid_current_password`; a new password outside
+    the policy is 422 `weak_password`."""
     await auth.change_password(
         db,
         security,
@@ -99,6 +117,8 @@ async def change_password(
     responses=problem_responses(401),
 )
 async def me(principal: CurrentUser) -> MeOut:
+    """The caller as the token names them: user id, username, role and, for customers, the
+    customer id. Any logged-in user."""
     return MeOut(
         user_id=str(principal.user_id),
         username=principal.username,
@@ -125,6 +145,12 @@ async def register(
     database: DatabaseDep,
     tasks: BackgroundTasks,
 ) -> RegistrationOut:
+    """Register as a customer: a multipart form with the profile fields and two documents
+    (`id_document`, `address_proof`: PDF, PNG or JPEG, checked by content, at most
+    `BANK_UPLOAD_MAX_BYTES` each). The customer starts as `Pending KYC Approval`; the
+    KYC check runs in the background right after the answer and moves them to `Active`
+    or `Under Review`. No login. A taken username or email is 409 (`username_taken`,
+    `email_taken`); a document too large is 413, of another type 415."""
     uploads = [
         Upload("id_document", id_document.file, id_document.size),
         Upload("address_proof", address_proof.file, address_proof.size),

@@ -14,7 +14,7 @@ from fastapi_offline import FastAPIOffline
 
 from app import observability
 from app.db import Database
-from app.problems import PROBLEM_JSON, EdgeMiddleware, install_error_handlers
+from app.problems import PROBLEM_JSON, AllowedMethods, EdgeMiddleware, install_error_handlers
 from app.routers import admin, auditor, customer, public
 from app.schemas.common import Problem
 from app.security import Security
@@ -90,14 +90,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Routes are matched in order, at ~3 us per route passed (FastAPI 0.16x): the money
     # path and accounts come first, then customers, auth, admin and audit. The docs keep
     # their own order (OPENAPI_TAGS).
-    for router in (
-        customer.banking,
-        customer.router,
-        public.router,
-        admin.router,
-        auditor.router,
-    ):
+    routers = (customer.banking, customer.router, public.router, admin.router, auditor.router)
+    for router in routers:
         app.include_router(router)
+    app.state.allowed_methods = AllowedMethods(
+        [*app.router.routes, *(route for router in routers for route in router.routes)]
+    )
     if metrics is not None:
         # Unauthenticated, for Prometheus; BANK_METRICS_ENABLED=false removes it.
         app.add_api_route(
@@ -149,6 +147,8 @@ def _openapi_with_flat_forms(app: FastAPI) -> dict[str, Any]:
             body["required"] = [*model.get("required", []), *body.get("required", [])]
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
+            if "requestBody" in operation:  # a body that is not JSON, or not a form
+                operation["responses"].setdefault("400", {"description": "Malformed request"})
             for status, response in operation.get("responses", {}).items():
                 if status.startswith("4"):
                     response["content"] = {PROBLEM_JSON: {"schema": PROBLEM_REF}}

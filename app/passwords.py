@@ -8,6 +8,10 @@ from pathlib import Path
 from app.errors import WeakPassword
 
 MIN_LENGTH = 10
+MAX_LENGTH = 128
+# The lengths the policy allows, for the OpenAPI schema; the policy itself answers with
+# `weak_password` (and names the rule) rather than a generic length error.
+PASSWORD_SCHEMA = {"minLength": MIN_LENGTH, "maxLength": MAX_LENGTH}
 COMMON_PASSWORDS_FILE = Path(__file__).resolve().parent / "data" / "common_passwords.txt"
 
 
@@ -21,8 +25,8 @@ def common_passwords() -> frozenset[str]:
 def password_problem(password: str, *, username: str = "", email: str = "") -> str | None:
     if len(password) < MIN_LENGTH:
         return f"must be at least {MIN_LENGTH} characters long"
-    if len(password) > 128:
-        return "must be at most 128 characters long"
+    if len(password) > MAX_LENGTH:
+        return f"must be at most {MAX_LENGTH} characters long"
     lowered = password.lower()
     if username and lowered == username.lower():
         return "must not be the username"

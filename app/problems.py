@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Iterable
 from http import HTTPStatus
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.context import Caller, caller_var, client_ip_var, request_id_var
@@ -106,7 +108,27 @@ _HTTP_CODES = {
 }
 
 
-async def _http_error(_request: Request, exc: Exception) -> Response:
+class AllowedMethods:
+    """Which methods the app serves at a path, for the `Allow` header of a 405: Starlette
+    names only the first route that matched the path, one of several when GET and POST
+    of one path are separate routes."""
+
+    def __init__(self, routes: Iterable[BaseRoute]) -> None:
+        self.routes = [
+            (route.path_regex, route.methods)
+            for route in routes
+            if isinstance(route, Route) and route.methods
+        ]
+
+    def at(self, path: str) -> str:
+        methods: set[str] = set()
+        for pattern, served in self.routes:
+            if pattern.match(path):
+                methods |= served
+        return ", ".join(sorted(methods))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(
         exc.status_code,
@@ -115,12 +137,12 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     detail = exc.detail if isinstance(exc.detail, str) else None
     if exc.status_code == 404 and detail == "Not Found":
         detail = "No such resource."
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405:
+        allowed: AllowedMethods = request.app.state.allowed_methods
+        headers = {**(headers or {}), "Allow": allowed.at(request.scope["path"])}
     return problem_response(
-        exc.status_code,
-        code,
-        HTTPStatus(exc.status_code).phrase,
-        detail,
-        headers=getattr(exc, "headers", None),
+        exc.status_code, code, HTTPStatus(exc.status_code).phrase, detail, headers=headers
     )
 
 

@@ -66,21 +66,22 @@ async def test_another_customers_profile_is_indistinguishable_from_a_missing_one
     b, _ = await bank.customer()
     theirs = await bank.client.get(f"/api/customers/{b['customer_id']}", headers=a_headers)
     missing = await bank.client.get("/api/customers/999999", headers=a_headers)
-    garbage = await bank.client.get("/api/customers/not-a-number", headers=a_headers)
-    bodies = [problem(r, 404, "customer_not_found") for r in (theirs, missing, garbage)]
+    bodies = [problem(r, 404, "customer_not_found") for r in (theirs, missing)]
     shapes = [
         {k: v for k, v in body.items() if k not in ("request_id", "detail")} for body in bodies
     ]
-    assert shapes[0] == shapes[1] == shapes[2]
+    assert shapes[0] == shapes[1]
     assert bodies[0]["detail"].replace(b["customer_id"], "X") == bodies[1]["detail"].replace(
         "999999", "X"
     )
     assert b["username"] not in theirs.text
+    # An id that is not digits names no customer at all: no such path.
+    garbage = await bank.client.get("/api/customers/not-a-number", headers=a_headers)
+    problem(garbage, 404, "not_found")
     denied = [r for r in await audit_records(database, "customer.read") if r.outcome == "denied"]
     assert [(r.entity_id, r.actor_role) for r in denied] == [
         (b["customer_id"], "customer"),
         ("999999", "customer"),
-        ("not-a-number", "customer"),
     ]
     assert all(r.ip == "203.0.113.7" and r.request_id for r in denied)
     assert a["customer_id"] not in {r.entity_id for r in denied}

@@ -184,3 +184,48 @@ async def test_interactive_docs_are_served(client, path):
     response = await client.get(path)
     assert response.status_code == 200
     assert "text/html" in response.headers["content-type"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("OPTIONS", "/api/accounts", "GET, POST"),
+        ("DELETE", "/api/customers/me", "GET, PATCH"),
+        ("GET", "/api/customers/register", "POST"),
+        ("OPTIONS", "/api/transactions/deposit", "POST"),
+        ("OPTIONS", "/api/transactions/12", "GET"),
+        ("PUT", "/api/accounts/100000000009", "GET"),
+    ],
+)
+async def test_a_405_names_every_method_the_path_serves(client, method, path, allowed):
+    response = await client.request(method, path)
+    problem(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == allowed
+
+
+async def test_dates_are_only_yyyy_mm_dd_never_a_number(bank):
+    from tests.ledger_helpers import error_fields, funded_account
+
+    _body, headers, number = await funded_account(bank)
+    for query in ("to=0", "from=1700000000", "to=2026-1-5"):
+        response = await bank.client.get(
+            f"/api/accounts/{number}/statement?{query}", headers=headers
+        )
+        problem(response, 422, "validation_error")
+        assert error_fields(response) == {query.split("=")[0]}, query
+    response = await bank.client.get("/api/transactions?from=0", headers=headers)
+    assert error_fields(response) == {"from"}
+    ok = await bank.client.get(f"/api/accounts/{number}/statement?to=2026-01-05", headers=headers)
+    assert ok.status_code == 200
+
+
+async def test_a_date_of_birth_must_be_a_date_not_a_number(client):
+    from tests.helpers import document_files, error_fields, registration_form
+
+    response = await client.post(
+        "/api/customers/register",
+        data=registration_form(date_of_birth="0"),
+        files=document_files(),
+    )
+    problem(response, 422, "validation_error")
+    assert error_fields(response) == {"date_of_birth"}

@@ -140,3 +140,17 @@ async def test_every_money_answer_is_what_the_schema_declares(bank):
     )
     for response in [*answers, listed, one]:
         _check_against_schema(schema, response)
+
+
+async def test_the_schema_states_the_limits_the_app_applies(client):
+    schema = (await client.get("/openapi.json")).json()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            if "requestBody" in operation:  # bodies that do not parse are 400
+                assert "400" in operation["responses"], (method, path)
+    form = schema["components"]["schemas"]["Body_register_api_customers_register_post"]
+    assert form["properties"]["password"]["minLength"] == 10
+    assert form["properties"]["password"]["maxLength"] == 128
+    assert "pattern" in form["properties"]["username"]
+    staff = schema["components"]["schemas"]["StaffCreate"]["properties"]["password"]
+    assert (staff["minLength"], staff["maxLength"]) == (10, 128)

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from app.deps import AdminUser, DbSession, SecurityDep
 from app.models import Role
+from app.routing import AccountNumberPath
 from app.schemas.common import problem_responses
 from app.schemas.ledger import AccountOut, AccountStatusChange
 from app.schemas.staff import StaffCreate, StaffOut
@@ -52,7 +53,10 @@ async def create_user(
     responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def set_account_status(
-    account_number: str, body: AccountStatusChange, principal: AdminUser, db: DbSession
+    account_number: AccountNumberPath,
+    body: AccountStatusChange,
+    principal: AdminUser,
+    db: DbSession,
 ) -> AccountOut:
     """Freeze, unfreeze or close a customer's account, with a reason that goes into the audit
     trail. A frozen account neither sends nor receives money. Admins only. A change the

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -10,7 +9,7 @@ from fastapi import APIRouter, Query
 from app.deps import AuditReader, DbSession
 from app.routing import download
 from app.schemas.audit import AuditRecordOut, ChainVerificationOut
-from app.schemas.common import Page, day_start, problem_responses
+from app.schemas.common import IsoDate, Page, day_start, problem_responses
 from app.schemas.ledger import LedgerReportOut
 from app.services import audit, exports, reconciliation
 
@@ -32,8 +31,8 @@ async def logs(
     action: str | None = None,
     entity_type: str | None = None,
     entity_id: str | None = None,
-    from_: Annotated[date | None, Query(alias="from")] = None,
-    to: Annotated[date | None, Query(description="Inclusive end date")] = None,
+    from_: Annotated[IsoDate | None, Query(alias="from")] = None,
+    to: Annotated[IsoDate | None, Query(description="Inclusive end date")] = None,
     format: Literal["json", "csv"] = "json",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,

@@ -3,18 +3,23 @@ movement, history and statements."""
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import Response
 
 from app.deps import CurrentCustomer, CurrentUser, DatabaseDep, DbSession, SettingsDep
 from app.errors import CustomerNotFound
 from app.money import format_amount
-from app.routing import DecimalRoute, download
-from app.schemas.common import Page, day_start, iso_utc, problem_responses
+from app.routing import (
+    DIGITS,
+    AccountNumberPath,
+    AccountNumberQuery,
+    DecimalRoute,
+    download,
+)
+from app.schemas.common import IsoDate, Page, day_start, iso_utc, problem_responses
 from app.schemas.customer import CustomerOut, CustomerUpdate
 from app.schemas.ledger import (
     AccountOpen,
@@ -29,6 +34,7 @@ from app.services import accounts, customers, history, ledger, statements
 from app.services.ledger import Movement
 
 router = APIRouter(prefix="/api/customers", tags=["customers"])
+DigitsPath = Annotated[str, Path(pattern=DIGITS)]
 
 
 @router.get(
@@ -59,12 +65,14 @@ async def patch_me(body: CustomerUpdate, principal: CurrentCustomer, db: DbSessi
 
 
 @router.get(
-    "/{customer_id}",
+    "/{customer_id:digits}",
     response_model=CustomerOut,
     summary="A customer's profile (the customer themself, admins, auditors)",
     responses=problem_responses(401, 404),
 )
-async def get_customer(customer_id: str, principal: CurrentUser, db: DbSession) -> CustomerOut:
+async def get_customer(
+    customer_id: DigitsPath, principal: CurrentUser, db: DbSession
+) -> CustomerOut:
     """A customer's profile by id: the customer themself, admins and auditors. Another
     customer's id is 404, as if it did not exist."""
     profile = await customers.get_profile(db, principal=principal, customer_id=customer_id)
@@ -151,7 +159,9 @@ async def list_accounts(
     summary="One of my accounts",
     responses=problem_responses(401, 403, 404, 422),
 )
-async def get_account(account_number: str, principal: CurrentCustomer, db: DbSession) -> AccountOut:
+async def get_account(
+    account_number: AccountNumberPath, principal: CurrentCustomer, db: DbSession
+) -> AccountOut:
     """One of the caller's accounts with its balance. Customers only; another customer's
     account is 404."""
     return AccountOut.of(await accounts.get_account(db, principal=principal, number=account_number))
@@ -165,7 +175,7 @@ async def get_account(account_number: str, principal: CurrentCustomer, db: DbSes
     responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def close_account(
-    account_number: str, principal: CurrentCustomer, db: DbSession
+    account_number: AccountNumberPath, principal: CurrentCustomer, db: DbSession
 ) -> AccountOut:
     """Close one of the caller's accounts. Only at zero balance (409 `balance_not_zero`).
     Customers only; another customer's account is 404."""
@@ -185,15 +195,15 @@ async def close_account(
     },
 )
 async def statement(
-    account_number: str,
+    account_number: AccountNumberPath,
     principal: CurrentCustomer,
     db: DbSession,
     settings: SettingsDep,
     from_: Annotated[
-        date | None,
+        IsoDate | None,
         Query(alias="from", description="First day (default: first of the month of `to`)"),
     ] = None,
-    to: Annotated[date | None, Query(description="Last day, inclusive (default: today)")] = None,
+    to: Annotated[IsoDate | None, Query(description="Last day, inclusive (default: today)")] = None,
     format: Literal["json", "csv", "pdf"] = "json",
 ) -> Any:
     """A statement of one of the caller's accounts for a period (default: this month to date):
@@ -340,9 +350,9 @@ async def transfer(
 async def list_transactions(
     principal: CurrentCustomer,
     db: DbSession,
-    account_number: str | None = None,
-    from_: Annotated[date | None, Query(alias="from")] = None,
-    to: Annotated[date | None, Query(description="Inclusive end date")] = None,
+    account_number: AccountNumberQuery = None,
+    from_: Annotated[IsoDate | None, Query(alias="from")] = None,
+    to: Annotated[IsoDate | None, Query(description="Inclusive end date")] = None,
     limit: Limit = 50,
     cursor: str | None = None,
 ) -> Page[TransactionOut]:
@@ -363,14 +373,14 @@ async def list_transactions(
 
 
 @banking.get(
-    "/transactions/{transaction_id}",
+    "/transactions/{transaction_id:digits}",
     response_model=TransactionOut,
     tags=["transactions"],
     summary="One of my transactions",
     responses=problem_responses(401, 403, 404),
 )
 async def get_transaction(
-    transaction_id: str, principal: CurrentCustomer, db: DbSession
+    transaction_id: DigitsPath, principal: CurrentCustomer, db: DbSession
 ) -> TransactionOut:
     """One transaction that touched one of the caller's accounts. Customers only; any other
     transaction is 404."""

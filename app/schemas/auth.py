@@ -4,6 +4,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from app.passwords import PASSWORD_SCHEMA
 from app.schemas.common import Schema
 
 
@@ -21,7 +22,7 @@ class RefreshIn(Schema):
 
 class PasswordChangeIn(Schema):
     current_password: str = Field(min_length=1, max_length=256)
-    new_password: str = Field(min_length=1, max_length=256)
+    new_password: str = Field(min_length=1, max_length=256, json_schema_extra=PASSWORD_SCHEMA)
 
 
 class MeOut(Schema):

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 T = TypeVar("T")
 
@@ -14,6 +15,19 @@ def iso_utc(value: datetime) -> str:
 
 
 UtcDateTime = Annotated[datetime, PlainSerializer(iso_utc, return_type=str)]
+
+
+ISO_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _iso_date(value: object) -> object:
+    """Only YYYY-MM-DD: pydantic alone would also read `0` or `1700000000` as a date."""
+    if isinstance(value, date) or (isinstance(value, str) and ISO_DATE_RE.fullmatch(value)):
+        return value
+    raise ValueError("must be a date as YYYY-MM-DD")
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 
 
 def day_start(value: date | None, *, next_day: bool = False) -> datetime | None:

@@ -7,8 +7,8 @@ from typing import Annotated
 from pydantic import BaseModel, EmailStr, Field, ValidationInfo, field_validator
 
 from app.models import Customer, KycDocument, User
-from app.passwords import password_problem
-from app.schemas.common import Schema, UtcDateTime
+from app.passwords import PASSWORD_SCHEMA, password_problem
+from app.schemas.common import IsoDate, Schema, UtcDateTime
 
 USERNAME_RE = r"^[a-z0-9_.-]{3,32}$"
 E164_RE = r"^\+[1-9][0-9]{6,14}$"
@@ -23,16 +23,24 @@ def age_on(birth: date, today: date) -> int:
 class RegistrationForm(BaseModel):
     """The text fields of the registration form (the two files are separate parts)."""
 
-    username: Annotated[str, Field(description="3–32 chars of a-z 0-9 _ . -")]
+    username: Annotated[
+        str,
+        Field(
+            # What is accepted: stored trimmed and in lower case.
+            pattern=r"^[ \t]*[A-Za-z0-9_.-]{3,32}[ \t]*$",
+            description="3–32 chars of a-z 0-9 _ . - (stored in lower case)",
+        ),
+    ]
     email: EmailStr
     password: Annotated[
         str,
         Field(
-            description="At least 10 characters; not the username, the email or a common password."
+            description="At least 10 characters; not the username, the email or a common password.",
+            json_schema_extra=PASSWORD_SCHEMA,
         ),
     ]
     full_name: Annotated[str, Field(min_length=2, max_length=100)]
-    date_of_birth: Annotated[date, Field(description="YYYY-MM-DD; the customer must be 18+.")]
+    date_of_birth: Annotated[IsoDate, Field(description="YYYY-MM-DD; the customer must be 18+.")]
     phone: Annotated[str, Field(pattern=E164_RE, description="E.164, e.g. +14155550123")]
     address: Annotated[str, Field(min_length=5, max_length=200)]
     national_id: Annotated[
@@ -43,7 +51,7 @@ class RegistrationForm(BaseModel):
     @classmethod
     def _username(cls, value: object) -> object:
         if isinstance(value, str):
-            value = value.strip().lower()
+            value = value.strip(" \t").lower()
             if not re.fullmatch(USERNAME_RE, value):
                 raise ValueError("must be 3–32 characters of a-z, 0-9, '_', '.', '-'")
         return value

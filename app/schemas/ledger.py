@@ -9,13 +9,17 @@ from app.models import Account
 from app.money import Amount, format_amount
 from app.schemas.common import Schema, UtcDateTime
 
+# The schema states the shape; the check digit is checked by the service, which answers
+# 422 `invalid_account_number` for anything else (API.md §4).
+ACCOUNT_NUMBER_SCHEMA = {"pattern": "^[0-9]{12}$", "examples": ["100000000016"]}
+ACCOUNT_NUMBER_HELP = "12 digits, the last a Luhn check digit"
 AccountNumber = Annotated[
     str,
     Field(
         min_length=1,
         max_length=32,
-        examples=["100000000017"],
-        description="12 digits, the last a Luhn check digit",
+        description=ACCOUNT_NUMBER_HELP,
+        json_schema_extra=ACCOUNT_NUMBER_SCHEMA,
     ),
 ]
 Description = Annotated[str | None, Field(default=None, max_length=140)]

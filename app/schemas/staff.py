@@ -4,6 +4,7 @@ from typing import Literal
 
 from pydantic import BaseModel, EmailStr, Field
 
+from app.passwords import PASSWORD_SCHEMA
 from app.schemas.common import Schema, UtcDateTime
 from app.schemas.customer import USERNAME_RE
 
@@ -11,7 +12,7 @@ from app.schemas.customer import USERNAME_RE
 class StaffCreate(BaseModel):
     username: str = Field(pattern=USERNAME_RE)
     email: EmailStr
-    password: str = Field(min_length=1, max_length=256)
+    password: str = Field(min_length=1, max_length=256, json_schema_extra=PASSWORD_SCHEMA)
     role: Literal["admin", "auditor"]
 
 

@@ -15,7 +15,10 @@ MINOR_PER_MAJOR = 100
 CENT = Decimal("0.01")
 # Far above any configurable limit, far below BIGINT: 10^13 major units.
 MAX_AMOUNT_MINOR = 10**15
-DECIMAL_RE = re.compile(r"^[+-]?[0-9]+(\.[0-9]+)?$")
+# As a string: digits, then at most two decimals. No sign, no spaces, no exponent: a
+# client that sends " 10.00 " or "+10.00" has a formatting bug worth hearing about.
+AMOUNT_PATTERN = r"^[0-9]+(\.[0-9]{1,2})?$"
+AMOUNT_RE = re.compile(AMOUNT_PATTERN)
 
 
 def parse_amount(value: Any) -> int:
@@ -27,10 +30,12 @@ def parse_amount(value: Any) -> int:
     elif isinstance(value, Decimal):
         amount = value
     elif isinstance(value, str):
-        text = value.strip()
-        if len(text) > 40 or not DECIMAL_RE.match(text):
-            raise ValueError('must be a decimal number such as "12.50"')
-        amount = Decimal(text)
+        if len(value) > 40 or not AMOUNT_RE.fullmatch(value):
+            raise ValueError(
+                'must be digits with at most two decimals, such as "12.50" '
+                "(no sign, spaces or exponent)"
+            )
+        amount = Decimal(value)
     else:
         raise ValueError('must be a decimal string such as "12.50" or a JSON number')
     try:
@@ -59,7 +64,7 @@ Amount = Annotated[
     WithJsonSchema(
         {
             "type": "string",
-            "pattern": r"^[0-9]+(\.[0-9]{1,2})?$",
+            "pattern": AMOUNT_PATTERN,
             "examples": ["12.50"],
             "description": "Positive, at most two decimal places; a JSON number is accepted.",
         }

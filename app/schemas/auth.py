@@ -5,7 +5,7 @@ from typing import Literal
 from pydantic import Field
 
 from app.passwords import PASSWORD_SCHEMA
-from app.schemas.common import Schema
+from app.schemas.common import Body, Schema
 
 
 class TokenOut(Schema):
@@ -16,11 +16,11 @@ class TokenOut(Schema):
     role: str
 
 
-class RefreshIn(Schema):
+class RefreshIn(Body):
     refresh_token: str = Field(min_length=1, max_length=512)
 
 
-class PasswordChangeIn(Schema):
+class PasswordChangeIn(Body):
     current_password: str = Field(min_length=1, max_length=256)
     new_password: str = Field(min_length=1, max_length=256, json_schema_extra=PASSWORD_SCHEMA)
 

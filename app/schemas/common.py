@@ -1,10 +1,18 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+)
 
 T = TypeVar("T")
 
@@ -41,6 +49,33 @@ def day_start(value: date | None, *, next_day: bool = False) -> datetime | None:
 
 class Schema(BaseModel):
     model_config = ConfigDict(from_attributes=True, populate_by_name=True)
+
+
+class Body(BaseModel):
+    """A request body: a field it does not know is refused (422 naming it), never ignored,
+    so a typo such as `ammount` or a read-only field such as `full_name` is heard."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# Characters no name, address or description needs, refused wherever they appear (422):
+# control characters (NUL among them; PostgreSQL cannot even store it), and the bidi
+# embedding, override and isolate controls that make text read other than it is stored
+# ("invoice" shown for "eciovni"). Letters with combining marks, any script, emoji and the
+# plain left-to-right / right-to-left marks are stored as sent.
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _plain_text(value: str) -> str:
+    for char in value:
+        if char in BIDI_CONTROLS:
+            raise ValueError(f"must not contain the bidi control U+{ord(char):04X}")
+        if unicodedata.category(char) in ("Cc", "Cs") and char not in "\t":
+            raise ValueError(f"must not contain the control character U+{ord(char):04X}")
+    return value
+
+
+PlainText = Annotated[str, AfterValidator(_plain_text)]
 
 
 class Page(Schema, Generic[T]):

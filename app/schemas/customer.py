@@ -8,7 +8,7 @@ from pydantic import BaseModel, EmailStr, Field, ValidationInfo, field_validator
 
 from app.models import Customer, KycDocument, User
 from app.passwords import PASSWORD_SCHEMA, password_problem
-from app.schemas.common import IsoDate, Schema, UtcDateTime
+from app.schemas.common import Body, IsoDate, PlainText, Schema, UtcDateTime
 
 USERNAME_RE = r"^[a-z0-9_.-]{3,32}$"
 E164_RE = r"^\+[1-9][0-9]{6,14}$"
@@ -39,10 +39,10 @@ class RegistrationForm(BaseModel):
             json_schema_extra=PASSWORD_SCHEMA,
         ),
     ]
-    full_name: Annotated[str, Field(min_length=2, max_length=100)]
+    full_name: Annotated[PlainText, Field(min_length=2, max_length=100)]
     date_of_birth: Annotated[IsoDate, Field(description="YYYY-MM-DD; the customer must be 18+.")]
     phone: Annotated[str, Field(pattern=E164_RE, description="E.164, e.g. +14155550123")]
-    address: Annotated[str, Field(min_length=5, max_length=200)]
+    address: Annotated[PlainText, Field(min_length=5, max_length=200)]
     national_id: Annotated[
         str, Field(pattern=NATIONAL_ID_RE, description="4–32 letters and digits; shown masked.")
     ]
@@ -157,10 +157,10 @@ class CustomerOut(Schema):
         )
 
 
-class CustomerUpdate(BaseModel):
+class CustomerUpdate(Body):
     email: EmailStr | None = None
     phone: Annotated[str | None, Field(pattern=E164_RE)] = None
-    address: Annotated[str | None, Field(min_length=5, max_length=200)] = None
+    address: Annotated[PlainText | None, Field(min_length=5, max_length=200)] = None
 
     @field_validator("email", mode="after")
     @classmethod

@@ -3,11 +3,11 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
 from app.models import Account
 from app.money import Amount, format_amount
-from app.schemas.common import Schema, UtcDateTime
+from app.schemas.common import Body, PlainText, Schema, UtcDateTime
 
 # The schema states the shape; the check digit is checked by the service, which answers
 # 422 `invalid_account_number` for anything else (API.md §4).
@@ -22,10 +22,10 @@ AccountNumber = Annotated[
         json_schema_extra=ACCOUNT_NUMBER_SCHEMA,
     ),
 ]
-Description = Annotated[str | None, Field(default=None, max_length=140)]
+Description = Annotated[PlainText | None, Field(default=None, max_length=140)]
 
 
-class AccountOpen(BaseModel):
+class AccountOpen(Body):
     type: Literal["savings", "checking"]
     currency: str | None = Field(
         default=None, pattern=r"^[A-Z]{3}$", description="ISO 4217; defaults to the bank's currency"
@@ -56,12 +56,12 @@ class AccountOut(Schema):
         )
 
 
-class AccountStatusChange(BaseModel):
+class AccountStatusChange(Body):
     status: Literal["active", "frozen", "closed"]
-    reason: str = Field(min_length=3, max_length=500)
+    reason: PlainText = Field(min_length=3, max_length=500)
 
 
-class DepositIn(BaseModel):
+class DepositIn(Body):
     account_number: AccountNumber
     amount: Amount
     description: Description = None
@@ -71,7 +71,7 @@ class WithdrawalIn(DepositIn):
     pass
 
 
-class TransferIn(BaseModel):
+class TransferIn(Body):
     from_account: AccountNumber
     to_account: AccountNumber
     amount: Amount

@@ -149,6 +149,14 @@ class BalanceNotZero(Conflict):
     title = "Account balance is not zero"
 
 
+class AccountClosed(Conflict):
+    title = "Account is closed"
+
+
+class StatusUnchanged(Conflict):
+    title = "The status is already that"
+
+
 class InsufficientFunds(ValidationFailed):
     title, code = "Insufficient funds", "insufficient_funds"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime
 
+from tests.helpers import audit_records
 from tests.ledger_helpers import (
     ACCOUNT_KEYS,
     account,
@@ -246,6 +247,37 @@ async def test_admin_status_change_validates_and_finds_the_account(bank):
         f"/api/admin/accounts/{number}", json={"status": "closed", "reason": "test"}, headers=admin
     )
     problem(close_with_money, 409, "balance_not_zero")
+
+
+async def test_a_closed_account_is_never_reopened_and_a_no_op_change_is_a_conflict(bank, app):
+    admin = await bank.staff("admin")
+    _, headers, number = await funded_account(bank, "0.00")
+    same = await bank.client.patch(
+        f"/api/admin/accounts/{number}", json={"status": "active", "reason": "again"}, headers=admin
+    )
+    assert problem(same, 409, "status_unchanged")["errors"][0]["field"] == "status"
+    change = {"status": "frozen", "reason": "review"}
+    assert (
+        await bank.client.patch(f"/api/admin/accounts/{number}", json=change, headers=admin)
+    ).status_code == 200
+    again = await bank.client.patch(f"/api/admin/accounts/{number}", json=change, headers=admin)
+    problem(again, 409, "status_unchanged")
+    close = {"status": "closed", "reason": "customer request"}
+    closed = await bank.client.patch(f"/api/admin/accounts/{number}", json=close, headers=admin)
+    assert closed.json()["status"] == "closed"
+    for status in ("active", "frozen", "closed"):
+        reopen = await bank.client.patch(
+            f"/api/admin/accounts/{number}",
+            json={"status": status, "reason": "try to reopen"},
+            headers=admin,
+        )
+        problem(reopen, 409, "account_closed")
+    assert (await account(bank.client, headers, number))["status"] == "closed"
+    changes = await audit_records(app.state.database, "account.status")
+    assert [(r.details or {}).get("to") for r in changes if r.entity_id == number] == [
+        "frozen",
+        "closed",
+    ]
 
 
 async def test_suspended_customer_can_read_but_not_move_money(bank, app):

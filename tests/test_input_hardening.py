@@ -148,7 +148,7 @@ async def test_names_in_any_script_with_combining_marks_are_stored_as_sent(bank)
     name = "Zoë Ñúñez-Ο\u0301λγα \u05e9\u05dc\u05d5\u05dd \U0001f600"
     combining = "Jose\u0301 Nguye\u0302\u0303n"  # decomposed: kept decomposed
     for full_name in (name, combining):
-        body, headers = await bank.customer(full_name=full_name)
+        _body, headers = await bank.customer(full_name=full_name)
         me = (await bank.client.get("/api/customers/me", headers=headers)).json()
         assert me["full_name"] == full_name
 

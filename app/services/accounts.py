@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import store
 from app.db import retry_on_conflict, unit_of_work
 from app.errors import (
+    AccountClosed,
     AccountNotActive,
     AccountNotFound,
     BalanceNotZero,
@@ -21,6 +22,7 @@ from app.errors import (
     CustomerSuspended,
     InvalidAccountNumber,
     KycRequired,
+    StatusUnchanged,
 )
 from app.models import Account, AccountKind, AccountStatus, CustomerStatus
 from app.security import Principal
@@ -199,6 +201,12 @@ async def set_status(
         account = (await lock_accounts(db, [number])).get(number)
         if account is None or account.kind != AccountKind.customer:
             raise AccountNotFound(f"No account {number}.")
+        # Closing is for good: the number, its history and its statements stay, but
+        # nothing reopens it (a new account is opened instead).
+        if account.status == AccountStatus.closed:
+            raise AccountClosed(f"Account {number} is closed; a closed account stays closed.")
+        if account.status == status:
+            raise StatusUnchanged(f"Account {number} is already {status}.", field="status")
         if status == AccountStatus.closed and (account.balance or account.held):
             raise BalanceNotZero(f"Account {number} still holds money.")
         previous = account.status

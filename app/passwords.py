@@ -12,6 +12,8 @@ MAX_LENGTH = 128
 # The lengths the policy allows, for the OpenAPI schema; the policy itself answers with
 # `weak_password` (and names the rule) rather than a generic length error.
 PASSWORD_SCHEMA = {"minLength": MIN_LENGTH, "maxLength": MAX_LENGTH}
+# The most bytes a password the policy allows can take in UTF-8.
+MAX_PASSWORD_BYTES = 4 * MAX_LENGTH
 COMMON_PASSWORDS_FILE = Path(__file__).resolve().parent / "data" / "common_passwords.txt"
 
 

@@ -16,6 +16,7 @@ from jose import JWTError, jwt
 from passlib.context import CryptContext
 
 from app.errors import InvalidToken
+from app.passwords import MAX_PASSWORD_BYTES
 from app.settings import Settings
 
 ALGORITHMS = ["HS256"]
@@ -53,7 +54,11 @@ class Security:
 
     async def verify_password(self, password: str, password_hash: str | None) -> bool:
         """Constant work whether or not the user exists: an unknown user is checked
-        against a dummy hash so timing does not reveal which usernames exist."""
+        against a dummy hash so timing does not reveal which usernames exist. A password
+        longer than any the policy lets one set is wrong without hashing it (passlib
+        refuses over 4 KiB with an error, and hashing megabytes is work an attacker picks)."""
+        if len(password.encode()) > MAX_PASSWORD_BYTES:
+            return False
         target = password_hash or self._dummy_hash
         ok = await anyio.to_thread.run_sync(self._context.verify, password, target)
         return ok and password_hash is not None

@@ -528,3 +528,19 @@ def test_a_remembered_token_still_expires_and_a_changed_one_is_verified_afresh(
     monkeypatch.setattr("app.security.time.time", lambda: later)
     with pytest.raises(InvalidToken):
         security.decode_access_token(token)
+
+
+@pytest.mark.parametrize("size", [4097, 100_000])
+async def test_an_overlong_password_is_a_wrong_password_not_a_500(bank, size):
+    body, headers = await bank.customer()
+    for username in (body["username"], "nobody-at-all"):
+        response = await bank.client.post(
+            "/api/auth/token", data={"username": username, "password": "x" * size}
+        )
+        problem(response, 401, "invalid_credentials")
+    change = await bank.client.post(
+        "/api/auth/password",
+        json={"current_password": "x" * size, "new_password": "y" * size},
+        headers=headers,
+    )
+    problem(change, 422, "validation_error")

@@ -11,10 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.context import caller_var
 from app.db import Database, unit_of_work
-from app.errors import Forbidden, NotAuthenticated
+from app.errors import Forbidden, InvalidToken, NotAuthenticated
 from app.models import Role
 from app.security import Principal, Security
-from app.services import audit
+from app.services import audit, auth
 from app.services.audit import Actor
 from app.settings import Settings
 
@@ -48,11 +48,15 @@ async def get_session(
         yield session
 
 
-def _authenticate(request: Request, token: str | None) -> Principal:
+async def _authenticate(request: Request, token: str | None) -> Principal:
+    """The caller of a valid access token whose session is still open (an access token
+    dies with its session: logout, password change, refresh reuse, deactivation)."""
     if not token:
         raise NotAuthenticated("A bearer access token is required.")
-    security: Security = request.app.state.security
-    principal = security.decode_access_token(token)
+    state = request.app.state
+    principal = state.security.decode_access_token(token)
+    if not await auth.session_is_open(state.database, state.security, principal):
+        raise InvalidToken("The session of this access token has ended; log in again.")
     if (caller := caller_var.get()) is not None:  # for the request log line
         caller.user_id = principal.user_id
     return principal
@@ -61,7 +65,7 @@ def _authenticate(request: Request, token: str | None) -> Principal:
 async def get_principal(
     request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
 ) -> Principal:
-    return _authenticate(request, token)
+    return await _authenticate(request, token)
 
 
 def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:
@@ -70,7 +74,7 @@ def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     async def check(
         request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
     ) -> Principal:
-        principal = _authenticate(request, token)
+        principal = await _authenticate(request, token)
         if principal.role not in roles:
             # Every denied request is audited (API.md §8), in a transaction of its own.
             database: Database = request.app.state.database

@@ -31,6 +31,37 @@ class Principal:
     role: str
     customer_id: int | None
     username: str
+    # The login this token belongs to (its refresh-token family): the token dies with it.
+    session_id: str | None = None
+
+
+class SessionCache:
+    """What this process last learned of a session: open or ended, and when. A session
+    ended here (logout, password change, a refresh reuse) is known at once; one ended by
+    another process is seen after at most `ttl` seconds, when the entry goes stale and
+    the database is asked again. Bounded: the least recently used entries go first."""
+
+    def __init__(self, ttl: float, size: int = VERIFIED_TOKENS) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._known: OrderedDict[tuple[int, str], tuple[bool, float]] = OrderedDict()
+
+    def get(self, user_id: int, session_id: str) -> bool | None:
+        known = self._known.get((user_id, session_id))
+        if known is None or time.monotonic() - known[1] >= self.ttl:
+            return None
+        return known[0]
+
+    def note(self, user_id: int, session_id: str, is_open: bool) -> None:
+        key = (user_id, session_id)
+        self._known[key] = (is_open, time.monotonic())
+        self._known.move_to_end(key)
+        if len(self._known) > self.size:
+            self._known.popitem(last=False)
+
+    def ended(self, user_id: int, *session_ids: str) -> None:
+        for session_id in session_ids:
+            self.note(user_id, session_id, False)
 
 
 class Security:
@@ -44,6 +75,7 @@ class Security:
             argon2__parallelism=1,
         )
         self._verified: OrderedDict[str, tuple[Principal, int]] = OrderedDict()
+        self.sessions = SessionCache(settings.session_check_seconds)
 
     @cached_property
     def _dummy_hash(self) -> str:
@@ -74,6 +106,7 @@ class Security:
             "iat": int(now.timestamp()),
             "exp": int((now + lifetime).timestamp()),
             "jti": uuid.uuid4().hex,
+            "sid": principal.session_id,
         }
         token = jwt.encode(claims, self.settings.jwt_secret, algorithm=ALGORITHMS[0])
         return token, int(lifetime.total_seconds())
@@ -117,10 +150,17 @@ class Security:
                 role=str(claims["role"]),
                 customer_id=int(cid) if cid is not None else None,
                 username=str(claims.get("usr", "")),
+                session_id=_session_id(claims.get("sid")),
             )
             return principal, int(claims["exp"])
         except (JWTError, KeyError, ValueError, TypeError) as exc:
             raise InvalidToken("The access token is invalid or has expired.") from exc
+
+
+def _session_id(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("a token without its session")
+    return value
 
 
 def new_refresh_token() -> tuple[str, str]:

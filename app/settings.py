@@ -10,6 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
+from limits import parse_many
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -32,6 +33,8 @@ class Settings(BaseSettings):
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     access_token_minutes: int = Field(default=15, ge=1, le=24 * 60)
     refresh_token_days: int = Field(default=14, ge=1, le=365)
+    # How long a worker trusts its cached answer that a token's session is still open.
+    session_check_seconds: float = Field(default=1.0, ge=0)
     upload_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     request_max_bytes: int = Field(default=1024 * 1024, ge=1024)
     login_max_failures: int = Field(default=5, ge=1)
@@ -57,6 +60,46 @@ class Settings(BaseSettings):
     )
     max_transaction: Decimal = Field(default=Decimal("1000000.00"), gt=0, decimal_places=2)
     daily_limit: Decimal = Field(default=Decimal("100000.00"), gt=0, decimal_places=2)
+    # Rate limits (app/ratelimit.py), as `limits` strings: "N/second|minute|hour|day", several
+    # joined by ";". Each is far above honest use and above what the project's own load
+    # tools send from one address (README, Configuration); production may lower them.
+    rate_limits_enabled: bool = True
+    # Unset: each worker process counts in its own memory. `async+redis://host:port`: every
+    # worker and machine spends one shared budget.
+    rate_limit_storage_url: str | None = None
+    # Keeps apart the counters of several deployments that share one Redis.
+    rate_limit_key_prefix: str = Field(default="bank", min_length=1, max_length=64)
+    rate_limit_login_per_ip: str = "1800/minute"
+    rate_limit_login_per_username: str = "30/minute"
+    rate_limit_registration_per_ip: str = "300/minute"
+    rate_limit_money_per_user: str = "6000/minute"
+    rate_limit_money_per_ip: str = "5000/second"
+    rate_limit_export_per_user: str = "120/minute"
+
+    @field_validator(
+        "rate_limit_login_per_ip",
+        "rate_limit_login_per_username",
+        "rate_limit_registration_per_ip",
+        "rate_limit_money_per_user",
+        "rate_limit_money_per_ip",
+        "rate_limit_export_per_user",
+    )
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        """A limit that does not parse refuses the start, not the first request."""
+        try:
+            parse_many(value)
+        except ValueError as error:
+            raise ValueError(f'{value!r} is not a rate limit such as "30/minute"') from error
+        return value
+
+    @field_validator("rate_limit_storage_url")
+    @classmethod
+    def _async_storage(cls, value: str | None) -> str | None:
+        """The limiter is asyncio's: limits' synchronous storages would block the loop."""
+        if value and not value.startswith("async+"):
+            raise ValueError("use an asyncio storage URL, such as async+redis://host:6379")
+        return value or None
 
     @field_validator("data_dir")
     @classmethod

@@ -411,22 +411,31 @@ def _forge(header: dict, claims: dict, key: bytes, digest=hashlib.sha256) -> str
     return f"{signing_input}.{_b64(signature)}"
 
 
-def _claims(user_id: int, role: str = "customer", **changes) -> dict:
+async def _live_session(bank) -> dict:
+    """The claims of a real login's access token: forged tokens below name its user and
+    its session, so only the forgery itself can be what is refused."""
+    await _register(bank, "jack")
+    tokens = await bank.token("jack", PASSWORD)
+    return jwt.get_unverified_claims(tokens["access_token"])
+
+
+def _claims(session: dict, role: str = "customer", **changes) -> dict:
     now = datetime.now(UTC)
     claims = {
-        "sub": str(user_id),
+        "sub": session["sub"],
         "role": role,
         "cid": None,
         "usr": "jack",
         "iat": int(now.timestamp()),
         "exp": int((now + timedelta(minutes=5)).timestamp()),
         "jti": uuid.uuid4().hex,
+        "sid": session["sid"],
     }
     claims.update(changes)
     return {k: v for k, v in claims.items() if v is not ...}
 
 
-def _bad_tokens(secret: str, real: str) -> dict[str, str]:
+def _bad_tokens(secret: str, real: str, session: dict) -> dict[str, str]:
     key = secret.encode()
     header, payload, signature = real.split(".")
     escalated = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -439,13 +448,18 @@ def _bad_tokens(secret: str, real: str) -> dict[str, str]:
         "alg_none_with_signature": f"{none_header}.{payload}.{signature}",
         "tampered_signature": f"{header}.{payload}.{flipped}",
         "tampered_payload": f"{header}.{_b64(json.dumps(escalated).encode())}.{signature}",
-        "wrong_key": jwt.encode(_claims(1), "another-secret-" + "z" * 40, algorithm="HS256"),
-        "hs512_same_key": jwt.encode(_claims(1), secret, algorithm="HS512"),
-        "rs256_header_hmac_signed": _forge({"alg": "RS256", "typ": "JWT"}, _claims(1), key),
-        "expired": jwt.encode(_claims(1, exp=past), secret, algorithm="HS256"),
-        "missing_exp": jwt.encode(_claims(1, exp=...), secret, algorithm="HS256"),
-        "missing_sub": jwt.encode(_claims(1, sub=...), secret, algorithm="HS256"),
-        "missing_role": jwt.encode(_claims(1, role=...), secret, algorithm="HS256"),
+        "wrong_key": jwt.encode(_claims(session), "another-secret-" + "z" * 40, algorithm="HS256"),
+        "hs512_same_key": jwt.encode(_claims(session), secret, algorithm="HS512"),
+        "rs256_header_hmac_signed": _forge({"alg": "RS256", "typ": "JWT"}, _claims(session), key),
+        "expired": jwt.encode(_claims(session, exp=past), secret, algorithm="HS256"),
+        "missing_exp": jwt.encode(_claims(session, exp=...), secret, algorithm="HS256"),
+        "missing_sub": jwt.encode(_claims(session, sub=...), secret, algorithm="HS256"),
+        "missing_role": jwt.encode(_claims(session, role=...), secret, algorithm="HS256"),
+        "missing_session": jwt.encode(_claims(session, sid=...), secret, algorithm="HS256"),
+        "unknown_session": jwt.encode(_claims(session, sid="0" * 32), secret, algorithm="HS256"),
+        "another_users_session": jwt.encode(
+            _claims(session, sub=str(int(session["sub"]) + 1)), secret, algorithm="HS256"
+        ),
         "garbage": "not.a.jwt",
         "empty_segments": "..",
     }
@@ -453,10 +467,13 @@ def _bad_tokens(secret: str, real: str) -> dict[str, str]:
 
 async def test_a_well_formed_token_signed_with_the_key_is_accepted(bank, settings):
     # The control for the refusals below: the same construction with nothing wrong.
-    token = jwt.encode(_claims(1), settings.jwt_secret, algorithm="HS256")
+    session = await _live_session(bank)
+    token = jwt.encode(_claims(session), settings.jwt_secret, algorithm="HS256")
     response = await bank.client.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
-    forged_style = _forge({"alg": "HS256", "typ": "JWT"}, _claims(1), settings.jwt_secret.encode())
+    forged_style = _forge(
+        {"alg": "HS256", "typ": "JWT"}, _claims(session), settings.jwt_secret.encode()
+    )
     response = await bank.client.get(
         "/api/auth/me", headers={"Authorization": f"Bearer {forged_style}"}
     )
@@ -477,16 +494,20 @@ async def test_a_well_formed_token_signed_with_the_key_is_accepted(bank, setting
         "missing_exp",
         "missing_sub",
         "missing_role",
+        "missing_session",
+        "unknown_session",
+        "another_users_session",
         "garbage",
         "empty_segments",
     ],
 )
 async def test_a_bad_access_token_is_refused(bank, settings, kind):
-    real, _ = bank.app.state.security.create_access_token(Principal(1, "customer", 1001, "kurt"))
+    session = await _live_session(bank)
+    real = jwt.encode(_claims(session), settings.jwt_secret, algorithm="HS256")
     assert (
         await bank.client.get("/api/auth/me", headers={"Authorization": f"Bearer {real}"})
     ).status_code == 200
-    token = _bad_tokens(settings.jwt_secret, real)[kind]
+    token = _bad_tokens(settings.jwt_secret, real, session)[kind]
     response = await bank.client.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"})
     problem(response, 401, "invalid_token")
     assert response.headers["www-authenticate"] == "Bearer"
@@ -516,7 +537,7 @@ def test_a_remembered_token_still_expires_and_a_changed_one_is_verified_afresh(
     """Verified access tokens are remembered (a gateway's JWT cache): the expiry is still
     checked on every use, and any other string (a tampered copy) is verified in full."""
     security = Security(settings)
-    token, lifetime = security.create_access_token(Principal(7, "customer", 3, "jack"))
+    token, lifetime = security.create_access_token(Principal(7, "customer", 3, "jack", "s1"))
     first = security.decode_access_token(token)
     assert security.decode_access_token(token) is first  # remembered, not re-parsed
     header, payload, signature = token.split(".")
@@ -544,3 +565,70 @@ async def test_an_overlong_password_is_a_wrong_password_not_a_500(bank, size):
         headers=headers,
     )
     problem(change, 422, "validation_error")
+
+
+# --- an access token dies with its session (issue 18) ---------------------------------
+
+
+async def _me(bank, tokens: dict):
+    return await bank.client.get("/api/auth/me", headers=_bearer(tokens))
+
+
+async def test_after_logout_the_access_token_is_refused_at_once(bank):
+    await _register(bank, "olga")
+    ended = await bank.token("olga", PASSWORD)
+    other = await bank.token("olga", PASSWORD)
+    assert (await _me(bank, ended)).status_code == 200
+    response = await bank.client.post(
+        "/api/auth/logout", json={"refresh_token": ended["refresh_token"]}, headers=_bearer(ended)
+    )
+    assert response.status_code == 204
+    problem(await _me(bank, ended), 401, "invalid_token")
+    assert (await _me(bank, other)).status_code == 200  # another login of the same user
+
+
+async def test_after_a_password_change_every_access_token_is_refused(bank):
+    await _register(bank, "pia")
+    mine = await bank.token("pia", PASSWORD)
+    elsewhere = await bank.token("pia", PASSWORD)
+    assert (await _change(bank, mine, PASSWORD, "a-brand-new-passphrase")).status_code == 204
+    problem(await _me(bank, elsewhere), 401, "invalid_token")
+    problem(await _me(bank, mine), 401, "invalid_token")
+    fresh = await bank.token("pia", "a-brand-new-passphrase")
+    assert (await _me(bank, fresh)).status_code == 200
+
+
+async def test_after_a_refresh_reuse_the_family_access_tokens_are_refused(bank):
+    await _register(bank, "quinn")
+    first = await bank.token("quinn", PASSWORD)
+    second = (await _refresh(bank, first["refresh_token"])).json()
+    assert (await _me(bank, second)).status_code == 200
+    problem(await _refresh(bank, first["refresh_token"]), 401, "token_reused")
+    problem(await _me(bank, second), 401, "invalid_token")
+    problem(await _me(bank, first), 401, "invalid_token")
+
+
+async def test_a_session_ended_by_another_process_is_seen_within_the_check_interval(
+    bank, database, monkeypatch
+):
+    """Another worker (or machine) ends the session in the database: this process trusts
+    its cached answer for at most BANK_SESSION_CHECK_SECONDS, then asks again."""
+    await _register(bank, "rosa")
+    tokens = await bank.token("rosa", PASSWORD)
+    assert (await _me(bank, tokens)).status_code == 200
+    await execute(database, "UPDATE refresh_tokens SET revoked_at = CURRENT_TIMESTAMP")
+    assert (await _me(bank, tokens)).status_code == 200  # cached: still trusted
+    ttl = bank.app.state.security.sessions.ttl
+    later = time.monotonic() + ttl + 0.01
+    monkeypatch.setattr("app.security.time.monotonic", lambda: later)
+    problem(await _me(bank, tokens), 401, "invalid_token")
+
+
+async def test_a_deactivated_users_tokens_are_refused(bank, database, monkeypatch):
+    await _register(bank, "sven")
+    tokens = await bank.token("sven", PASSWORD)
+    assert (await _me(bank, tokens)).status_code == 200
+    await execute(database, "UPDATE users SET is_active = false WHERE username = 'sven'")
+    later = time.monotonic() + bank.app.state.security.sessions.ttl + 0.01
+    monkeypatch.setattr("app.security.time.monotonic", lambda: later)
+    problem(await _me(bank, tokens), 401, "invalid_token")

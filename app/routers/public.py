@@ -79,10 +79,12 @@ async def refresh(body: RefreshIn, db: DbSession, security: SecurityDep) -> auth
     summary="Revoke the session (refresh-token family)",
     responses=problem_responses(401, 422),
 )
-async def logout(body: RefreshIn, principal: CurrentUser, db: DbSession) -> Response:
+async def logout(
+    body: RefreshIn, principal: CurrentUser, db: DbSession, security: SecurityDep
+) -> Response:
     """End the session the refresh token belongs to; its refresh tokens stop working. Any
     logged-in user."""
-    await auth.logout(db, principal=principal, refresh_token=body.refresh_token)
+    await auth.logout(db, security, principal=principal, refresh_token=body.refresh_token)
     return Response(status_code=204)
 
 

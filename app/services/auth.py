@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import store
-from app.db import Tx, end_reads, retry_on_conflict, unit_of_work
+from app.db import Database, Tx, end_reads, retry_on_conflict, unit_of_work
 from app.errors import AccountLocked, InvalidCredentials, InvalidCurrentPassword, TokenReused
 from app.errors import InvalidToken as InvalidRefreshToken
 from app.models import Customer, LoginThrottle, RefreshToken, User
@@ -28,13 +28,14 @@ class TokenPair:
     role: str
 
 
-async def _principal_for(db: AsyncSession, user: User) -> Principal:
+async def _principal_for(db: AsyncSession, user: User, session_id: str) -> Principal:
     customer_id = await db.scalar(select(Customer.id).where(Customer.user_id == user.id))
-    return Principal(user.id, user.role, customer_id, user.username)
+    return Principal(user.id, user.role, customer_id, user.username, session_id)
 
 
 async def _issue(db: AsyncSession, security: Security, user: User, family_id: str) -> TokenPair:
-    principal = await _principal_for(db, user)
+    """A new pair for the session `family_id`; the access token names its session."""
+    principal = await _principal_for(db, user, family_id)
     access, expires_in = security.create_access_token(principal)
     refresh, refresh_hash = new_refresh_token()
     db.add(
@@ -185,6 +186,7 @@ async def refresh(db: AsyncSession, security: Security, *, refresh_token: str) -
             if reused
             else InvalidRefreshToken("This session has ended; log in again.")
         )
+    security.sessions.ended(token.user_id, token.family_id)  # committed: known here at once
     raise error
 
 
@@ -196,8 +198,42 @@ async def _revoke_family(db: AsyncSession, family_id: str, now: datetime) -> Non
     )
 
 
+async def session_is_open(database: Database, security: Security, principal: Principal) -> bool:
+    """Whether the login an access token belongs to is still open: not logged out, not
+    ended by a password change or a refresh reuse, its user not deactivated. Asked on
+    every authenticated request; answered from this process's cache, which the database
+    refreshes at most every BANK_SESSION_CHECK_SECONDS per session (one indexed read)."""
+    session_id = principal.session_id
+    if session_id is None:
+        return False
+    known = security.sessions.get(principal.user_id, session_id)
+    if known is not None:
+        return known
+    async with database.session() as db:
+        is_open = (
+            await db.scalar(
+                select(RefreshToken.id)
+                .join(User, User.id == RefreshToken.user_id)
+                .where(
+                    RefreshToken.family_id == session_id,
+                    RefreshToken.user_id == principal.user_id,
+                    RefreshToken.revoked_at.is_(None),
+                    User.is_active.is_(True),
+                )
+                .limit(1)
+            )
+            is not None
+        )
+    security.sessions.note(principal.user_id, session_id, is_open)
+    return is_open
+
+
 @retry_on_conflict
-async def logout(db: AsyncSession, *, principal: Principal, refresh_token: str) -> None:
+async def logout(
+    db: AsyncSession, security: Security, *, principal: Principal, refresh_token: str
+) -> None:
+    """End the session of `refresh_token` (one of the caller's): its refresh tokens stop
+    working, and so do its access tokens, this one included."""
     now = datetime.now(UTC)
     async with unit_of_work(db) as tx:
         token = await db.scalar(
@@ -216,6 +252,8 @@ async def logout(db: AsyncSession, *, principal: Principal, refresh_token: str) 
             entity_id=principal.user_id,
             details={"revoked": token is not None},
         )
+    if token is not None:
+        security.sessions.ended(principal.user_id, token.family_id)
 
 
 @retry_on_conflict
@@ -242,11 +280,11 @@ async def change_password(
             .where(User.id == user.id)
             .values(password_hash=new_hash, password_changed_at=now)
         )
-        await db.execute(
-            update(RefreshToken)
-            .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
-            .values(revoked_at=now)
-        )
+        # Every refresh token of the user is revoked (API.md §2): every session ends, the
+        # caller's too, and their access tokens with them; the next step is a login.
+        live = (RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
+        ended = set((await db.scalars(select(RefreshToken.family_id).where(*live))).all())
+        await db.execute(update(RefreshToken).where(*live).values(revoked_at=now))
         await audit.record(
             tx,
             actor=Actor.of(principal),
@@ -254,3 +292,4 @@ async def change_password(
             entity_type="user",
             entity_id=user.id,
         )
+    security.sessions.ended(user.id, *ended)

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.helpers import document_files, registration_form
+from tests.helpers import PDF, PNG, document_files, registration_form
 from tests.ledger_helpers import (
     account,
     error_fields,
@@ -186,3 +186,62 @@ async def test_traversal_in_a_path_parameter_is_an_invalid_account_number(bank, 
     assert response.headers["content-type"].startswith("application/problem+json")
     if response.status_code == 422:
         assert response.json()["code"] == "invalid_account_number"
+
+
+def _zip_archive() -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("payload.txt", "not what the reviewer sees")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "code"),
+    [
+        (PDF + _zip_archive(), 415, "unsupported_media_type"),  # a PDF/ZIP polyglot
+        (PNG + _zip_archive(), 415, "unsupported_media_type"),
+        (b"", 422, "validation_error"),  # a zero-byte file
+        (b"PK\x03\x04" + b"\x00" * 40, 415, "unsupported_media_type"),
+    ],
+)
+async def test_a_document_is_judged_by_what_it_holds(client, content, status, code):
+    response = await client.post(
+        "/api/customers/register",
+        data=registration_form(),
+        files=document_files(id_document=("passport.pdf", content, "application/pdf")),
+    )
+    problem(response, status, code)
+    assert error_fields(response) == {"id_document"}
+
+
+async def test_a_png_named_pdf_is_stored_as_the_png_it_is(bank):
+    form = registration_form()
+    response = await bank.client.post(
+        "/api/customers/register",
+        data=form,
+        files=document_files(id_document=("passport.pdf", PNG, "application/pdf")),
+    )
+    assert response.status_code == 201, response.text
+    headers = await bank.headers(form["username"], form["password"])
+    me = (await bank.client.get("/api/customers/me", headers=headers)).json()
+    documents = me["kyc"]["documents"]
+    kinds = {d["kind"]: d["content_type"] for d in documents}
+    assert kinds["id_document"] == "image/png"
+
+
+async def test_deeply_nested_json_is_a_malformed_body_not_a_500(bank):
+    _body, headers, _number = await funded_account(bank, "0.00")
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for path in ("/api/auth/refresh", "/api/transactions/deposit", "/api/accounts"):
+        response = await bank.client.post(
+            path, content=deep, headers={**headers, "Content-Type": "application/json"}
+        )
+        problem(response, 400, "malformed_request")
+    not_utf8 = b'{"type": "\xff\xfe savings"}'
+    response = await bank.client.post(
+        "/api/accounts", content=not_utf8, headers={**headers, "Content-Type": "application/json"}
+    )
+    assert response.status_code in (400, 422), response.text

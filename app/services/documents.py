@@ -1,11 +1,13 @@
-"""KYC documents: checked by content, bounded in size, stored under the data directory by
-a random name (never the client's filename), and removed again if registration fails."""
+"""KYC documents: checked by content (the client's filename and content type are never
+trusted: a PNG named `.pdf` is stored as the PNG it is), bounded in size, stored under the
+data directory by a random name, and removed again if registration fails."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import secrets
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -45,18 +47,23 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def _measure(upload: Upload) -> tuple[int, bytes]:
+def _measure(upload: Upload) -> tuple[int, bytes, bool]:
+    """Size, first bytes, and whether a ZIP archive is also in there: ZIP readers look
+    for the archive's directory at the end of a file, so a PDF or an image with one
+    appended (a polyglot) opens as both, and what a reviewer sees is not all it holds."""
     upload.file.seek(0, os.SEEK_END)
     size = upload.file.tell()
     upload.file.seek(0)
     head = upload.file.read(16)
     upload.file.seek(0)
-    return size, head
+    archive = size > 0 and zipfile.is_zipfile(upload.file)
+    upload.file.seek(0)
+    return size, head, archive
 
 
 async def check_upload(upload: Upload, max_bytes: int) -> str:
     """Raise 413/415/422 for a file we will not keep; return its content type."""
-    size, head = await anyio.to_thread.run_sync(_measure, upload)
+    size, head, archive = await anyio.to_thread.run_sync(_measure, upload)
     if size == 0:
         raise ValidationFailed("The file is empty.", field=upload.kind)
     if size > max_bytes:
@@ -65,6 +72,11 @@ async def check_upload(upload: Upload, max_bytes: int) -> str:
     if content_type is None:
         raise UnsupportedMediaType(
             f"{upload.kind} must be a PDF, PNG or JPEG file.", field=upload.kind
+        )
+    if archive:
+        raise UnsupportedMediaType(
+            f"{upload.kind} also holds a ZIP archive; send the document alone.",
+            field=upload.kind,
         )
     return content_type
 

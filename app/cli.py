@@ -157,15 +157,37 @@ TINY_PNG = (
 
 @cli.command()
 def demo() -> None:
-    """Create demo staff and a demo customer (skipping any that exist) and print them."""
+    """Create demo staff and a demo customer with a checking account (skipping any that
+    exist) and print them."""
     from sqlalchemy import select
 
     from app.db import end_reads
-    from app.models import Role, User
+    from app.models import Account, Customer, Role, User
     from app.schemas.customer import RegistrationForm
-    from app.services import customers, jobs, staff
+    from app.security import Principal
+    from app.services import accounts, customers, jobs, staff
     from app.services.audit import SYSTEM
     from app.services.documents import Upload
+
+    async def demo_account(db, settings) -> str:  # type: ignore[no-untyped-def]
+        """The demo customer's first account, opened if there is none: the tour in the
+        README transfers to it."""
+        user = await db.scalar(select(User).where(User.username == DEMO_CUSTOMER["username"]))
+        customer = await db.scalar(select(Customer).where(Customer.user_id == user.id))
+        number = await db.scalar(
+            select(Account.number)
+            .where(Account.customer_id == customer.id)
+            .order_by(Account.id)
+            .limit(1)
+        )
+        await end_reads(db)
+        if number is None:
+            principal = Principal(user.id, user.role, customer.id, user.username)
+            account = await accounts.open_account(
+                db, principal=principal, type="checking", currency=settings.currency
+            )
+            number = account.number
+        return number
 
     async def run(db, security, settings, database):  # type: ignore[no-untyped-def]
         existing = set((await db.scalars(select(User.username))).all())
@@ -189,17 +211,19 @@ def demo() -> None:
             ]
             result = await customers.register(db, security, settings, form=form, uploads=uploads)
             await jobs.run_job(database, result.job_id)
+        return await demo_account(db, settings)
 
     settings = load_settings()
     if settings.env == "production":
         typer.echo("error: demo users are for development; BANK_ENV is production", err=True)
         raise typer.Exit(1)
     migrate_database(settings)
-    asyncio.run(_with_session(run))
+    number = asyncio.run(_with_session(run))
     typer.echo("Demo users (development only):")
     for username, _email, password, role in DEMO_STAFF:
         typer.echo(f"  {role:9} {username:8} password: {password}")
     typer.echo(f"  customer  {DEMO_CUSTOMER['username']:8} password: {DEMO_CUSTOMER['password']}")
+    typer.echo(f"  the demo customer's checking account: {number} (transfer to it in the tour)")
 
 
 @cli.command()

@@ -89,6 +89,14 @@ async def test_demo_creates_staff_and_an_active_customer_once(bank, database, se
     demo = await bank.token("demo", "demo-customer-pass-1")
     assert demo["role"] == "customer"
     assert (await customer_row(database, 1001)).status == "Active"
+    # An account to transfer to in the README's tour, printed, and kept on a second run.
+    accounts = await bank.client.get(
+        "/api/accounts", headers={"Authorization": f"Bearer {demo['access_token']}"}
+    )
+    [account] = accounts.json()["items"]
+    assert account["type"] == "checking" and account["status"] == "active"
+    assert f"checking account: {account['account_number']}" in first.output
     second = await _bank(settings, "demo")
     assert second.exit_code == 0, second.output
     assert await count(database, User) == 3
+    assert f"checking account: {account['account_number']}" in second.output

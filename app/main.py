@@ -15,6 +15,7 @@ from fastapi_offline import FastAPIOffline
 from app import observability
 from app.db import Database
 from app.problems import PROBLEM_JSON, AllowedMethods, EdgeMiddleware, install_error_handlers
+from app.ratelimit import RateLimits
 from app.routers import admin, auditor, customer, public
 from app.schemas.common import Problem
 from app.security import Security
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.database = database
     app.state.security = Security(settings)
+    app.state.rate_limits = RateLimits(settings)
     install_error_handlers(app)
     app.openapi = lambda: _openapi_with_flat_forms(app)  # type: ignore[method-assign]
     # Routes are matched in order, at ~3 us per route passed (FastAPI 0.16x): the money
@@ -111,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         EdgeMiddleware,
         default_limit=settings.request_max_bytes,
         limits=limits,
+        strict_transport=settings.env == "production",
         observer=observability.request_observer(
             settings, metrics, static_paths=[*observability.literal_paths(app.routes), *limits]
         ),

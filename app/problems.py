@@ -29,6 +29,23 @@ log = logging.getLogger("app.request")
 PROBLEM_JSON = "application/problem+json"
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
+# What the edge refuses before routing (README, Limits); bodies are bounded per path.
+MAX_PATH_BYTES = 2048
+MAX_QUERY_BYTES = 8192
+MAX_HEADERS_BYTES = 16 * 1024  # every header line together, as sent: "name: value\r\n"
+MAX_HEADER_BYTES = 8 * 1024  # one header's name and value
+
+# On every response. nosniff: a browser never runs a download or an error body as a
+# script or a page; no-referrer: URLs, which name accounts and dates, are not passed on.
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+)
+# On every /api/ response: personal and account data is kept by no cache, shared or not.
+NO_STORE = (b"cache-control", b"no-store")
+# Production only: a development server on plain http://localhost must stay reachable.
+HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
+
 
 def problem_body(
     status: int,
@@ -146,6 +163,34 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+def _oversized(scope: Scope) -> Response | None:
+    """The 414 or 431 problem for a request line or header block above the edge's
+    limits, else None. A few length checks: no header is decoded unless refused."""
+    path = scope.get("raw_path") or scope["path"].encode("utf-8")
+    if len(path) > MAX_PATH_BYTES:
+        return _too_long(f"The path exceeds {MAX_PATH_BYTES} bytes.")
+    if len(scope.get("query_string", b"")) > MAX_QUERY_BYTES:
+        return _too_long(f"The query string exceeds {MAX_QUERY_BYTES} bytes.")
+    total = 0
+    for name, value in scope["headers"]:
+        size = len(name) + len(value)
+        if size > MAX_HEADER_BYTES:
+            header = name[:64].decode("latin-1")
+            return _headers_too_large(f"The header {header!r} exceeds {MAX_HEADER_BYTES} bytes.")
+        total += size + 4
+    if total > MAX_HEADERS_BYTES:
+        return _headers_too_large(f"The request headers exceed {MAX_HEADERS_BYTES} bytes.")
+    return None
+
+
+def _too_long(detail: str) -> Response:
+    return problem_response(414, "uri_too_long", HTTPStatus(414).phrase, detail)
+
+
+def _headers_too_large(detail: str) -> Response:
+    return problem_response(431, "request_header_fields_too_large", HTTPStatus(431).phrase, detail)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(BankError, _bank_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -155,7 +200,9 @@ def install_error_handlers(app: FastAPI) -> None:
 class EdgeMiddleware:
     """Outermost layer of the app (inside uvicorn):
     - gives every request an id (the client's X-Request-ID if sane) and echoes it;
+    - adds the security headers to every response, errors included (no-store on /api/);
     - makes the trailing slash optional on every path, without a redirect;
+    - refuses an over-long path or query string (414) and oversized headers (431);
     - bounds the request body while it streams (413), per path;
     - turns any unexpected exception into a logged 500 problem, with no trace in the body;
     - reports every request, with its final status, to the observer (metrics, request log).
@@ -167,11 +214,14 @@ class EdgeMiddleware:
         *,
         default_limit: int,
         limits: dict[str, int] | None = None,
+        strict_transport: bool = False,
         observer: RequestObserver | None = None,
     ) -> None:
         self.app = app
         self.default_limit = default_limit
         self.limits = limits or {}
+        self.added = [*SECURITY_HEADERS, *((HSTS,) if strict_transport else ())]
+        self.added_to_api = [*self.added, NO_STORE]
         self.observer = observer
         self.note_caller = observer is not None and observer.log_requests
 
@@ -197,6 +247,8 @@ class EdgeMiddleware:
         started = False
         too_large: PayloadTooLarge | None = None
         id_header = (b"x-request-id", request_id.encode("latin-1"))
+        api = scope["path"][:5] in ("/api/", "/api")
+        added = self.added_to_api if api else self.added
         status = 0
         response_headers: list[tuple[bytes, bytes]] = []
         answered = 0.0
@@ -206,7 +258,10 @@ class EdgeMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                response_headers = message["headers"] = [*message.get("headers", []), id_header]
+                sent = message.get("headers", [])
+                if api:  # no-store replaces whatever caching the endpoint allowed
+                    sent = [h for h in sent if h[0].lower() != b"cache-control"]
+                response_headers = message["headers"] = [*sent, id_header, *added]
             elif not message.get("more_body", False):
                 # The answer is complete; background tasks that run after it are not
                 # part of the request's latency.
@@ -235,6 +290,9 @@ class EdgeMiddleware:
 
         received = 0
         try:
+            if (refusal := _oversized(scope)) is not None:
+                await refusal(scope, receive, send_with_id)
+                return
             length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > limit:
                 too_large = PayloadTooLarge(f"The request body exceeds {limit} bytes.")

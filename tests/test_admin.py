@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from app.models import User
-from tests.helpers import audit_records, count, problem, widen_uniqueness_races
+from tests.helpers import audit_records, count, error_fields, problem, widen_uniqueness_races
 
 
 def _staff(username: str = "audrey", **changes: str) -> dict[str, str]:
@@ -135,7 +135,8 @@ async def test_staff_creation_validates_the_request(bank, database, changes, sta
 
 
 async def test_registration_cannot_create_staff(bank):
+    # A `role` part is refused outright (issue 18), and the user is not created.
     response = await bank.register(username="sneaky", role="admin")
-    assert response.status_code == 201
-    tokens = await bank.token("sneaky", "correct-horse-battery")
-    assert tokens["role"] == "customer"
+    problem(response, 422, "validation_error")
+    assert error_fields(response) == {"role"}
+    assert (await bank.login("sneaky", "correct-horse-battery")).status_code == 401

@@ -245,3 +245,48 @@ async def test_deeply_nested_json_is_a_malformed_body_not_a_500(bank):
         "/api/accounts", content=not_utf8, headers={**headers, "Content-Type": "application/json"}
     )
     assert response.status_code in (400, 422), response.text
+
+
+@pytest.mark.parametrize(
+    ("path", "unknown"),
+    [
+        ("/api/transactions?acount_number=100000000016", {"acount_number"}),
+        ("/api/transactions?limit=5&sort=amount&order=desc", {"sort", "order"}),
+        ("/api/accounts?status=closed", {"status"}),
+        ("/api/accounts/{number}/statement?format=csv&fromdate=2026-01-01", {"fromdate"}),
+    ],
+)
+async def test_an_unknown_query_parameter_is_refused_not_ignored(bank, path, unknown):
+    _body, headers, number = await funded_account(bank, "1.00")
+    response = await bank.client.get(path.format(number=number), headers=headers)
+    problem(response, 422, "validation_error")
+    assert error_fields(response) == unknown
+
+
+async def test_an_unknown_query_parameter_is_refused_on_staff_and_auth_endpoints(bank):
+    auditor = await bank.staff("auditor")
+    response = await bank.client.get("/api/audit/logs?outcom=denied", headers=auditor)
+    problem(response, 422, "validation_error")
+    assert error_fields(response) == {"outcom"}
+    response = await bank.client.get("/api/auth/me?debug=1", headers=auditor)
+    assert error_fields(response) == {"debug"}
+
+
+async def test_registration_refuses_a_form_field_it_does_not_know(client, database):
+    response = await client.post(
+        "/api/customers/register",
+        data={**registration_form(), "role": "admin", "status": "Active"},
+        files=document_files(),
+    )
+    problem(response, 422, "validation_error")
+    assert error_fields(response) == {"role", "status"}
+
+
+@pytest.mark.parametrize("field", ["full_name", "address", "username"])
+async def test_registration_refuses_a_text_field_that_is_not_utf8(client, field):
+    form = registration_form()
+    raw = form.pop(field).encode() + b"\xe9\xff"  # Latin-1 bytes, not UTF-8
+    files = {**document_files(), field: (None, raw)}
+    response = await client.post("/api/customers/register", data=form, files=files)
+    problem(response, 422, "validation_error")
+    assert error_fields(response) == {field}

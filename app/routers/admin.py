@@ -6,14 +6,14 @@ from fastapi import APIRouter
 
 from app.deps import AdminUser, DbSession, SecurityDep
 from app.models import Role
-from app.routing import AccountNumberPath
+from app.routing import AccountNumberPath, StrictQueryRoute
 from app.schemas.common import problem_responses
 from app.schemas.ledger import AccountOut, AccountStatusChange
 from app.schemas.staff import StaffCreate, StaffOut
 from app.services import accounts, staff
 from app.services.audit import Actor
 
-router = APIRouter(prefix="/api/admin", tags=["admin"])
+router = APIRouter(prefix="/api/admin", tags=["admin"], route_class=StrictQueryRoute)
 
 
 @router.post(

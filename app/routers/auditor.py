@@ -7,13 +7,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from app.deps import AuditReader, DbSession
-from app.routing import download
+from app.ratelimit import AUDIT_EXPORT_LIMIT
+from app.routing import StrictQueryRoute, download
 from app.schemas.audit import AuditRecordOut, ChainVerificationOut
 from app.schemas.common import IsoDate, Page, day_start, problem_responses
 from app.schemas.ledger import LedgerReportOut
 from app.services import audit, exports, reconciliation
 
-router = APIRouter(prefix="/api/audit", tags=["audit"])
+router = APIRouter(prefix="/api/audit", tags=["audit"], route_class=StrictQueryRoute)
 
 CSV_COLUMNS = list(AuditRecordOut.model_fields)
 
@@ -22,7 +23,8 @@ CSV_COLUMNS = list(AuditRecordOut.model_fields)
     "/logs",
     response_model=Page[AuditRecordOut],
     summary="The audit trail, filtered, oldest first (JSON or CSV)",
-    responses={**problem_responses(401, 403, 422), 200: {"content": {"text/csv": {}}}},
+    responses={**problem_responses(401, 403, 422, 429), 200: {"content": {"text/csv": {}}}},
+    dependencies=[AUDIT_EXPORT_LIMIT],
 )
 async def logs(
     principal: AuditReader,

@@ -12,11 +12,13 @@ from fastapi.responses import Response
 from app.deps import CurrentCustomer, CurrentUser, DatabaseDep, DbSession, SettingsDep
 from app.errors import CustomerNotFound
 from app.money import format_amount
+from app.ratelimit import STATEMENT_EXPORT_LIMIT, MoneyMover
 from app.routing import (
     DIGITS,
     AccountNumberPath,
     AccountNumberQuery,
     DecimalRoute,
+    StrictQueryRoute,
     download,
 )
 from app.schemas.common import IsoDate, Page, day_start, iso_utc, problem_responses
@@ -33,7 +35,7 @@ from app.schemas.ledger import (
 from app.services import accounts, customers, history, ledger, statements
 from app.services.ledger import Movement
 
-router = APIRouter(prefix="/api/customers", tags=["customers"])
+router = APIRouter(prefix="/api/customers", tags=["customers"], route_class=StrictQueryRoute)
 DigitsPath = Annotated[str, Path(pattern=DIGITS)]
 
 
@@ -99,7 +101,7 @@ IdempotencyKeyHeader = Annotated[
     ),
 ]
 Limit = Annotated[int, Query(ge=1, le=500)]
-MONEY_ERRORS = problem_responses(401, 403, 404, 409, 422)
+MONEY_ERRORS = problem_responses(401, 403, 404, 409, 422, 429)
 
 
 def _created(movement: Movement) -> Response:
@@ -190,9 +192,10 @@ async def close_account(
     response_model=StatementOut,
     summary="Statement for a period as JSON, CSV or PDF",
     responses={
-        **problem_responses(401, 403, 404, 422),
+        **problem_responses(401, 403, 404, 422, 429),
         200: {"content": {"text/csv": {}, "application/pdf": {}}},
     },
+    dependencies=[STATEMENT_EXPORT_LIMIT],
 )
 async def statement(
     account_number: AccountNumberPath,
@@ -253,7 +256,7 @@ def statement_out(statement: statements.Statement) -> StatementOut:
 )
 async def deposit(
     body: DepositIn,
-    principal: CurrentCustomer,
+    principal: MoneyMover,
     database: DatabaseDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
@@ -286,7 +289,7 @@ async def deposit(
 )
 async def withdrawal(
     body: WithdrawalIn,
-    principal: CurrentCustomer,
+    principal: MoneyMover,
     database: DatabaseDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
@@ -317,7 +320,7 @@ async def withdrawal(
 )
 async def transfer(
     body: TransferIn,
-    principal: CurrentCustomer,
+    principal: MoneyMover,
     database: DatabaseDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:

@@ -8,13 +8,16 @@ from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Response, U
 from fastapi.security import OAuth2PasswordRequestForm
 
 from app.deps import CurrentUser, DatabaseDep, DbSession, SecurityDep, SettingsDep
+from app.ratelimit import LOGIN_LIMIT, REGISTRATION_LIMIT
+from app.routing import StrictFormRoute
 from app.schemas.auth import MeOut, PasswordChangeIn, RefreshIn, TokenOut
 from app.schemas.common import HealthOut, problem_responses
 from app.schemas.customer import RegistrationForm, RegistrationOut
 from app.services import auth, customers, jobs
 from app.services.documents import Upload
 
-router = APIRouter()
+# Strict query strings everywhere; the registration form is read strictly too.
+router = APIRouter(route_class=StrictFormRoute)
 
 
 @router.get("/health/live", response_model=HealthOut, tags=["health"], summary="The process is up")
@@ -45,7 +48,8 @@ async def ready(database: DatabaseDep, response: Response) -> dict[str, str]:
     response_model=TokenOut,
     tags=["auth"],
     summary="Log in with username (or email) and password",
-    responses=problem_responses(401, 422, 423),
+    responses=problem_responses(401, 422, 423, 429),
+    dependencies=[LOGIN_LIMIT],
 )
 async def token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()], db: DbSession, security: SecurityDep
@@ -135,7 +139,8 @@ async def me(principal: CurrentUser) -> MeOut:
     response_model=RegistrationOut,
     tags=["customers"],
     summary="Register as a customer (multipart, two documents)",
-    responses=problem_responses(409, 413, 415, 422),
+    responses=problem_responses(409, 413, 415, 422, 429),
+    dependencies=[REGISTRATION_LIMIT],
 )
 async def register(
     form: Annotated[RegistrationForm, Form()],

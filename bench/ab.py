@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
         for run in (*runs.values(), template):
             run.drop()
         shutil.rmtree(workdir, ignore_errors=True)
-    print(json.dumps({"engine": args.engine, "workers": workers, **summary}, indent=2))
+    report = {"engine": args.engine, "workers": workers, "builds": builds, **summary}
+    print(json.dumps(report, indent=2))
     a, b = summary["A"]["mean_per_s"], summary["B"]["mean_per_s"]
     print(
         f"B / A: transfers/s {b / a:.3f}, median p99 "
@@ -94,16 +95,17 @@ def _alternate(
     servers = {}
     try:
         for label, bank in builds.items():
-            server.BANK = bank
             run = runs[label]
-            servers[label] = server.Server(run.env, workers, run.data_dir / "server.log")
+            servers[label] = server.Server(run.env, workers, run.data_dir / "server.log", bank=bank)
             servers[label].__enter__()
-        tokens = login_all(servers["B"].base_url, seeded)  # one secret, the same users
+        # Each build logs its users in on its own copy: an access token names its session,
+        # which lives in that copy's database.
+        tokens = {label: login_all(running.base_url, seeded) for label, running in servers.items()}
         found: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
         for n in range(args.rounds):
             for label in ("A", "B") if n % 2 == 0 else ("B", "A"):
                 port = servers[label].port
-                make = transfer_factory(tokens, seeded, f"127.0.0.1:{port}")
+                make = transfer_factory(tokens[label], seeded, f"127.0.0.1:{port}")
                 result = asyncio.run(
                     run_load(
                         "127.0.0.1",

@@ -28,11 +28,11 @@ class Server:
         workers: int,
         log_path: Path,
         *,
-        bank: str = BANK,
+        bank: str | None = None,
         cwd: Path = ROOT,
     ) -> None:
         self.env = {**os.environ, **env}
-        self.bank = bank
+        self.bank = bank or BANK  # read now: bench.ab points BANK at another build
         self.cwd = cwd
         self.workers = workers
         self.port = free_port()

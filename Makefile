@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install migrate demo bench clean checks-install package-test swagger-test postman fuzz crashtest
+.PHONY: run test lint format install migrate demo bench clean checks-install package-test swagger-test postman fuzz crashtest tour-test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,9 @@ swagger-test: $(CHECKS_STAMP)
 postman: $(CHECKS_STAMP)
 	cd postman && npm ci --silent --no-audit --no-fund
 	$(BIN)/python -m checks.postman
+
+tour-test: $(CHECKS_STAMP)
+	$(BIN)/python -m checks.tour
 
 fuzz: $(CHECKS_STAMP)
 	$(BIN)/python -m checks.fuzz $(FUZZ_ARGS)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import math
 import secrets
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -35,33 +38,51 @@ class Principal:
     session_id: str | None = None
 
 
-class SessionCache:
-    """What this process last learned of a session: open or ended, and when. A session
-    ended here (logout, password change, a refresh reuse) is known at once; one ended by
-    another process is seen after at most `ttl` seconds, when the entry goes stale and
-    the database is asked again. Bounded: the least recently used entries go first."""
+class RevokedSessions:
+    """The sessions (refresh-token families) revoked lately, as this process knows them.
+    The process reads the feed of revocations at most every `ttl` seconds, one indexed
+    query however many sessions it serves, so an access token dies at once in the process
+    that ended its session and within `ttl` in the others. A revocation older than an
+    access token's lifetime is forgotten: no token of that session is still valid."""
 
-    def __init__(self, ttl: float, size: int = VERIFIED_TOKENS) -> None:
+    # Clocks of several machines disagree a little: each read looks this far back.
+    OVERLAP = timedelta(seconds=30)
+
+    def __init__(self, ttl: float, keep: timedelta) -> None:
         self.ttl = ttl
-        self.size = size
-        self._known: OrderedDict[tuple[int, str], tuple[bool, float]] = OrderedDict()
+        self.keep = keep + self.OVERLAP
+        self.lock = asyncio.Lock()
+        self._revoked: dict[tuple[int, str], datetime] = {}
+        self._since: datetime | None = None
+        self._read_at = -math.inf
 
-    def get(self, user_id: int, session_id: str) -> bool | None:
-        known = self._known.get((user_id, session_id))
-        if known is None or time.monotonic() - known[1] >= self.ttl:
-            return None
-        return known[0]
+    @property
+    def loaded(self) -> bool:
+        return self._since is not None
 
-    def note(self, user_id: int, session_id: str, is_open: bool) -> None:
-        key = (user_id, session_id)
-        self._known[key] = (is_open, time.monotonic())
-        self._known.move_to_end(key)
-        if len(self._known) > self.size:
-            self._known.popitem(last=False)
+    @property
+    def since(self) -> datetime:
+        return self._since or datetime.now(UTC) - self.keep
+
+    def stale(self) -> bool:
+        return time.monotonic() - self._read_at >= self.ttl
+
+    def is_revoked(self, user_id: int, session_id: str) -> bool:
+        return (user_id, session_id) in self._revoked
 
     def ended(self, user_id: int, *session_ids: str) -> None:
+        """Sessions this process ended itself: known here at once."""
+        now = datetime.now(UTC)
         for session_id in session_ids:
-            self.note(user_id, session_id, False)
+            self._revoked[(user_id, session_id)] = now
+
+    def learn(self, revoked: Iterable[tuple[int, str, datetime]], read_started: datetime) -> None:
+        for user_id, session_id, at in revoked:
+            self._revoked[(user_id, session_id)] = at
+        horizon = read_started - self.keep
+        self._revoked = {key: at for key, at in self._revoked.items() if at >= horizon}
+        self._since = read_started - self.OVERLAP
+        self._read_at = time.monotonic()
 
 
 class Security:
@@ -75,7 +96,9 @@ class Security:
             argon2__parallelism=1,
         )
         self._verified: OrderedDict[str, tuple[Principal, int]] = OrderedDict()
-        self.sessions = SessionCache(settings.session_check_seconds)
+        self.revoked_sessions = RevokedSessions(
+            settings.session_check_seconds, timedelta(minutes=settings.access_token_minutes)
+        )
 
     @cached_property
     def _dummy_hash(self) -> str:

@@ -96,7 +96,11 @@ def _alternate(
     try:
         for label, bank in builds.items():
             run = runs[label]
-            servers[label] = server.Server(run.env, workers, run.data_dir / "server.log", bank=bank)
+            # Not from a source tree: uvicorn puts its working folder first on the path, so
+            # the worker processes of build A would import this checkout's `app`.
+            servers[label] = server.Server(
+                run.env, workers, run.data_dir / "server.log", bank=bank, cwd=run.data_dir
+            )
             servers[label].__enter__()
         # Each build logs its users in on its own copy: an access token names its session,
         # which lives in that copy's database.

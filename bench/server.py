@@ -78,7 +78,8 @@ class Server:
             except OSError:
                 time.sleep(0.05)
         self.__exit__(None, None, None)
-        raise RuntimeError("bank serve did not become ready in 60 s")
+        tail = self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
+        raise RuntimeError(f"{self.bank} serve did not become ready in 60 s:\n{tail}")
 
     def __exit__(self, *exc: object) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -186,7 +186,7 @@ async def refresh(db: AsyncSession, security: Security, *, refresh_token: str) -
             if reused
             else InvalidRefreshToken("This session has ended; log in again.")
         )
-    security.sessions.ended(token.user_id, token.family_id)  # committed: known here at once
+    security.revoked_sessions.ended(token.user_id, token.family_id)  # committed: known here at once
     raise error
 
 
@@ -200,32 +200,27 @@ async def _revoke_family(db: AsyncSession, family_id: str, now: datetime) -> Non
 
 async def session_is_open(database: Database, security: Security, principal: Principal) -> bool:
     """Whether the login an access token belongs to is still open: not logged out, not
-    ended by a password change or a refresh reuse, its user not deactivated. Asked on
-    every authenticated request; answered from this process's cache, which the database
-    refreshes at most every BANK_SESSION_CHECK_SECONDS per session (one indexed read)."""
-    session_id = principal.session_id
-    if session_id is None:
+    ended by a password change or a refresh reuse. Asked on every authenticated request
+    and answered from memory; the feed of revocations is read at most every
+    BANK_SESSION_CHECK_SECONDS per process (the first request waits for the first read,
+    later ones go on with what is known while one request reads)."""
+    if principal.session_id is None:
         return False
-    known = security.sessions.get(principal.user_id, session_id)
-    if known is not None:
-        return known
-    async with database.session() as db:
-        is_open = (
-            await db.scalar(
-                select(RefreshToken.id)
-                .join(User, User.id == RefreshToken.user_id)
-                .where(
-                    RefreshToken.family_id == session_id,
-                    RefreshToken.user_id == principal.user_id,
-                    RefreshToken.revoked_at.is_(None),
-                    User.is_active.is_(True),
-                )
-                .limit(1)
-            )
-            is not None
-        )
-    security.sessions.note(principal.user_id, session_id, is_open)
-    return is_open
+    revoked = security.revoked_sessions
+    if revoked.stale() and (not revoked.loaded or not revoked.lock.locked()):
+        async with revoked.lock:
+            if revoked.stale():
+                started = datetime.now(UTC)
+                async with database.session() as db:
+                    rows = await db.execute(
+                        select(
+                            RefreshToken.user_id, RefreshToken.family_id, RefreshToken.revoked_at
+                        )
+                        .where(RefreshToken.revoked_at >= revoked.since)
+                        .distinct()
+                    )
+                    revoked.learn([(u, f, at) for u, f, at in rows], started)
+    return not revoked.is_revoked(principal.user_id, principal.session_id)
 
 
 @retry_on_conflict
@@ -253,7 +248,7 @@ async def logout(
             details={"revoked": token is not None},
         )
     if token is not None:
-        security.sessions.ended(principal.user_id, token.family_id)
+        security.revoked_sessions.ended(principal.user_id, token.family_id)
 
 
 @retry_on_conflict
@@ -292,4 +287,4 @@ async def change_password(
             entity_type="user",
             entity_id=user.id,
         )
-    security.sessions.ended(user.id, *ended)
+    security.revoked_sessions.ended(user.id, *ended)

@@ -50,7 +50,7 @@ async def get_session(
 
 async def _authenticate(request: Request, token: str | None) -> Principal:
     """The caller of a valid access token whose session is still open (an access token
-    dies with its session: logout, password change, refresh reuse, deactivation)."""
+    dies with its session: logout, password change, refresh reuse)."""
     if not token:
         raise NotAuthenticated("A bearer access token is required.")
     state = request.app.state

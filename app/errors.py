@@ -124,6 +124,16 @@ class InvalidCurrentPassword(ValidationFailed):
 
 
 # 423 / 429
+class RateLimited(BankError):
+    status, title = 429, "Too many requests"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"Too many requests of this kind; retry in {retry_after} s.",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
 class AccountLocked(BankError):
     status, title = 423, "Too many failed logins; try again later"
 

@@ -29,7 +29,7 @@ from limits.errors import StorageError
 from limits.storage import storage_from_string
 
 from app.deps import AuditReader, CurrentCustomer, oauth2_scheme
-from app.errors import BankError
+from app.errors import RateLimited
 from app.security import Principal
 from app.settings import Settings
 
@@ -55,16 +55,6 @@ EXPORT_FORMATS = frozenset({"csv", "pdf"})
 # storage is tried again: an outage costs one failed round trip per pause, not one per
 # request.
 STORAGE_PAUSE_SECONDS = 5.0
-
-
-class RateLimited(BankError):
-    status, title = 429, "Too many requests"
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(
-            f"Too many requests of this kind; retry in {retry_after} s.",
-            headers={"Retry-After": str(retry_after)},
-        )
 
 
 class LocalCounters(MemoryStorage):

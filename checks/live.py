@@ -7,6 +7,7 @@ import os
 import secrets
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,6 +57,35 @@ def fresh_environment(database_url: str | None = None) -> Iterator[dict[str, str
             return
         with temporary_postgres(database_url) as url:
             yield {**env, "BANK_DATABASE_URL": url}
+
+
+def run_step(
+    command: list[str | Path],
+    *,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+    timeout: float = 600,
+) -> str:
+    """Run one step of a check; on failure print the end of its output and stop the
+    check (exit non-zero). Returns what it printed."""
+    shown = " ".join(map(str, command))
+    started = time.perf_counter()
+    done = subprocess.run(
+        [str(part) for part in command],
+        input=stdin,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        print(done.stdout[-4000:], done.stderr[-4000:], sep="\n")
+        raise SystemExit(f"failed ({done.returncode}): {shown}")
+    print(f"  ok in {time.perf_counter() - started:5.1f} s: {shown}")
+    return done.stdout
 
 
 def add_demo_users(env: dict[str, str]) -> None:

@@ -5,35 +5,17 @@ Also: the wheel carries the migrations and Swagger UI's files, and none of the t
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 import zipfile
 from pathlib import Path
 
 from bench.server import ROOT, Server
+from checks.live import run_step
 
 MUST_SHIP = ("app/migrations/env.py", "app/migrations/script.py.mako", "app/data/watchlist.txt")
 MUST_NOT_SHIP = ("tests/", "bench/", "checks/")
-
-
-def run(*command: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
-    started = time.perf_counter()
-    done = subprocess.run(
-        [str(part) for part in command],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        print(done.stdout[-3000:], done.stderr[-3000:], sep="\n")
-        raise SystemExit(f"failed ({done.returncode}): {' '.join(map(str, command))}")
-    print(f"  ok in {time.perf_counter() - started:5.1f} s: {' '.join(map(str, command))}")
-    return done.stdout
 
 
 def check_contents(wheel: Path) -> None:
@@ -56,21 +38,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bank-package-") as tmp:
         work = Path(tmp)
         print("== build the wheel")
-        run(sys.executable, "-m", "build", "--wheel", "--outdir", work / "dist", ROOT, cwd=work)
+        run_step(
+            [sys.executable, "-m", "build", "--wheel", "--outdir", work / "dist", ROOT], cwd=work
+        )
         (wheel,) = (work / "dist").glob("bank-*.whl")
         check_contents(wheel)
 
         print("== install it into a fresh virtual environment")
         venv = work / "venv"
-        run(sys.executable, "-m", "venv", venv, cwd=work)
-        run(venv / "bin" / "pip", "install", "--quiet", wheel, cwd=work)
+        run_step([sys.executable, "-m", "venv", venv], cwd=work)
+        run_step([venv / "bin" / "pip", "install", "--quiet", wheel], cwd=work)
 
         print("== migrate and serve from an empty folder")
         empty = work / "empty"
         empty.mkdir()
         env = {"BANK_DATA_DIR": str(work / "data"), "PATH": str(venv / "bin")}
         bank = str(venv / "bin" / "bank")
-        run(bank, "migrate", cwd=empty, env=env)
+        run_step([bank, "migrate"], cwd=empty, env=env)
         with Server(env, 1, work / "server.log", bank=bank, cwd=empty) as server:
             for path in ("/health/ready", "/docs", "/redoc", "/openapi.json"):
                 status = get(server.base_url + path)

@@ -9,13 +9,11 @@ the test server's. Run from the repository root, as the README assumes.
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from bench.server import ROOT
-from checks.live import fresh_server
+from checks.live import fresh_server, run_step
 
 README = ROOT / "README.md"
 SECTION = re.compile(r"^## A tour with curl\n(.*?)(?=^## )", re.S | re.M)
@@ -37,33 +35,26 @@ def tour_blocks(readme: Path = README) -> tuple[list[str], list[str]]:
     return shell, python
 
 
-def run(command: list[str], script: str, base_url: str) -> str:
-    started = time.perf_counter()
-    done = subprocess.run(
-        command,
-        input=script.replace(ADDRESS, base_url),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if done.returncode != 0:
-        print(done.stdout[-4000:], done.stderr[-4000:], sep="\n")
-        raise SystemExit(f"the tour failed ({' '.join(command)}, exit {done.returncode})")
-    print(f"  ok in {time.perf_counter() - started:.1f} s: {' '.join(command)}")
-    return done.stdout
+def at(base_url: str, script: str) -> str:
+    return script.replace(ADDRESS, base_url)
 
 
 def main() -> None:
     shell, python = tour_blocks()
     with fresh_server() as server:
         print(f"== the README tour against {server.base_url}")
-        output = run(["bash"], STRICT_CURL + "\n".join(shell), server.base_url)
+        output = run_step(
+            ["bash"],
+            cwd=ROOT,
+            stdin=at(server.base_url, STRICT_CURL + "\n".join(shell)),
+            timeout=120,
+        )
         if '"status":"Active"' not in output.replace(" ", ""):
             raise SystemExit(f"the tour's customer never became Active:\n{output[-2000:]}")
         for attempt in (1, 2):
-            printed = run([sys.executable, "-"], "\n".join(python), server.base_url)
+            printed = run_step(
+                [sys.executable, "-"], cwd=ROOT, stdin=at(server.base_url, "\n".join(python))
+            )
             if printed.strip() != "100.00":  # what the snippet says it prints
                 raise SystemExit(f"the httpx snippet printed {printed!r} (run {attempt})")
     for leftover in ("statement.pdf",):

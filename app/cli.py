@@ -52,7 +52,14 @@ def serve(
     """Apply pending migrations once, then serve the API with uvicorn."""
     import uvicorn
 
+    from app.services.rules import RulesError, load_rules
+
     settings = load_settings()  # creates the development secrets before workers start
+    try:
+        load_rules(settings.fraud_rules_path)  # each worker loads them again; fail here first
+    except RulesError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     migrate_database(settings)
     _share_metrics_between_workers(settings, workers if not reload else 1)
     log_options: dict[str, Any] = {}
@@ -247,6 +254,54 @@ def verify() -> None:
         typer.echo(f"  mismatch: {mismatch}", err=True)
     if not chain.valid or not books.balanced:
         raise typer.Exit(1)
+
+
+fraud_cli = typer.Typer(help="Fraud detection: score the queue, backtest a rule change.")
+cli.add_typer(fraud_cli, name="fraud")
+
+
+@fraud_cli.command("backtest")
+def fraud_backtest(
+    rules: Annotated[Path, typer.Option(help="The candidate rule set (TOML)")],
+    from_: Annotated[str, typer.Option("--from", help="First day, YYYY-MM-DD")],
+    to: Annotated[str, typer.Option("--to", help="Last day, YYYY-MM-DD (inclusive)")],
+) -> None:
+    """What a candidate rule set would have flagged over a period, against the current
+    rules and the flags already resolved (read-only). Prints JSON."""
+    import json
+    from datetime import date
+
+    from app.errors import BankError
+    from app.services import fraud
+    from app.services.rules import RulesError, load_rules
+
+    async def run(_db, _security, settings, database):  # type: ignore[no-untyped-def]
+        return await fraud.backtest(
+            database,
+            current=load_rules(settings.fraud_rules_path),
+            candidate_text=rules.read_text(encoding="utf-8"),
+            since=date.fromisoformat(from_),
+            until=date.fromisoformat(to),
+        )
+
+    try:
+        report = asyncio.run(_with_session(run))
+    except (BankError, RulesError, ValueError, OSError) as exc:
+        typer.echo(f"error: {getattr(exc, 'detail', exc)}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(json.dumps(report, indent=2))
+
+
+@fraud_cli.command("score")
+def fraud_score() -> None:
+    """Score every queued movement now (a running server does this by itself)."""
+    from app.services.rules import load_rules
+    from app.services.scoring import drain_all
+
+    async def run(_db, _security, settings, database):  # type: ignore[no-untyped-def]
+        return await drain_all(database, load_rules(settings.fraud_rules_path))
+
+    typer.echo(f"scored {asyncio.run(_with_session(run))} movements")
 
 
 def main() -> None:

@@ -16,6 +16,8 @@ from app.models import Role
 from app.security import Principal, Security
 from app.services import audit, auth
 from app.services.audit import Actor
+from app.services.rules import RuleSet
+from app.services.scoring import Scorer
 from app.settings import Settings
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
@@ -29,6 +31,14 @@ oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=Fals
 
 async def get_database(request: Request) -> Database:
     return request.app.state.database
+
+
+async def get_scorer(request: Request) -> Scorer:
+    return request.app.state.scorer
+
+
+async def get_rules(request: Request) -> RuleSet:
+    return request.app.state.rules
 
 
 async def get_settings(request: Request) -> Settings:
@@ -98,6 +108,8 @@ DbSession = Annotated[AsyncSession, Depends(get_session)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SecurityDep = Annotated[Security, Depends(get_security)]
+ScorerDep = Annotated[Scorer, Depends(get_scorer)]
+RulesDep = Annotated[RuleSet, Depends(get_rules)]
 CurrentUser = Annotated[Principal, Depends(get_principal)]
 CurrentCustomer = Annotated[Principal, Depends(require_role(Role.customer))]
 AdminUser = Annotated[Principal, Depends(require_role(Role.admin))]

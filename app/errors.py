@@ -187,6 +187,22 @@ class DailyLimitExceeded(ValidationFailed):
     title, code = "Daily outgoing limit exceeded", "daily_limit_exceeded"
 
 
+class BlockedCounterparty(ValidationFailed):
+    title, code = "Counterparty on the block list", "blocked_counterparty"
+
+
+class AlreadyDecided(Conflict):
+    title = "Already decided"
+
+
+class FlagNotFound(NotFound):
+    title = "Flag not found"
+
+
+class ListEntryNotFound(NotFound):
+    title = "List entry not found"
+
+
 class IdempotencyKeyReused(ValidationFailed):
     title, code = "Idempotency key reused with a different request", "idempotency_key_reused"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from datetime import timedelta
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
@@ -60,6 +61,16 @@ class Settings(BaseSettings):
     )
     max_transaction: Decimal = Field(default=Decimal("1000000.00"), gt=0, decimal_places=2)
     daily_limit: Decimal = Field(default=Decimal("100000.00"), gt=0, decimal_places=2)
+    # Fraud detection (app/services/scoring.py, app/services/holds.py; README, Fraud).
+    fraud_scoring: bool = True
+    fraud_rules_path: Path | None = None
+    fraud_flag_score: int = Field(default=50, ge=1, le=100)
+    fraud_batch_size: int = Field(default=200, ge=1, le=5000)
+    fraud_lease_seconds: int = Field(default=10, ge=1)
+    fraud_sweep_seconds: float = Field(default=1.0, gt=0)
+    fraud_backtest_seconds: float = Field(default=20.0, gt=0)
+    review_threshold: Decimal = Field(default=Decimal("50000.00"), gt=0, decimal_places=2)
+    hold_expiry: timedelta = Field(default=timedelta(hours=72), gt=timedelta(0))
     # Rate limits (app/ratelimit.py), as `limits` strings: "N/second|minute|hour|day", several
     # joined by ";". Each is far above honest use and above what the project's own load
     # tools send from one address (README, Configuration); production may lower them.
@@ -117,6 +128,10 @@ class Settings(BaseSettings):
     @property
     def daily_limit_minor(self) -> int:
         return int(self.daily_limit * 100)
+
+    @property
+    def review_threshold_minor(self) -> int:
+        return int(self.review_threshold * 100)
 
     @property
     def json_logs(self) -> bool:

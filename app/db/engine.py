@@ -23,6 +23,7 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,11 @@ from app.db.driver import WRITE_OPTION
 from app.db.group_commit import GroupCommit
 from app.settings import Settings
 
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 log = logging.getLogger(__name__)
 
 
@@ -48,6 +54,9 @@ class Database:
         """`background_checkpoints` (SQLite, for a server: see `checkpoints`): commits
         never copy the WAL back into the database file themselves."""
         self.settings = settings
+        # The time as the services read it for what is due (jobs, hold expiry): a test
+        # replaces it to move time.
+        self.clock: Callable[[], datetime] = _utcnow
         self.is_sqlite = settings.is_sqlite
         self.path = _sqlite_path(settings.db_url) if self.is_sqlite else None
         self.background_checkpoints = background_checkpoints and self.path not in (None, ":memory:")

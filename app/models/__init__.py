@@ -3,6 +3,20 @@
 from app.models.audit import AuditRecord
 from app.models.base import Base
 from app.models.customer import Customer, CustomerStatus, KycDocument, KycStatus
+from app.models.fraud import (
+    AccountDay,
+    Flag,
+    FlagDecision,
+    FlagKey,
+    FlagStatus,
+    FraudScore,
+    Hold,
+    HoldStatus,
+    ListEntry,
+    Payee,
+    RuleSet,
+    ScoreQueue,
+)
 from app.models.job import Job, JobKind
 from app.models.ledger import (
     Account,
@@ -19,6 +33,7 @@ from app.models.user import LoginThrottle, RefreshToken, Role, User
 
 __all__ = [
     "Account",
+    "AccountDay",
     "AccountKind",
     "AccountStatus",
     "AuditRecord",
@@ -26,6 +41,13 @@ __all__ = [
     "Customer",
     "CustomerStatus",
     "Entry",
+    "Flag",
+    "FlagDecision",
+    "FlagKey",
+    "FlagStatus",
+    "FraudScore",
+    "Hold",
+    "HoldStatus",
     "IdempotencyRecord",
     "Job",
     "JobKind",
@@ -34,9 +56,13 @@ __all__ = [
     "JournalStatus",
     "KycDocument",
     "KycStatus",
+    "ListEntry",
     "LoginThrottle",
     "OutgoingMinute",
+    "Payee",
     "RefreshToken",
     "Role",
+    "RuleSet",
+    "ScoreQueue",
     "User",
 ]

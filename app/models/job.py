@@ -15,6 +15,8 @@ class JobKind(StrEnum):
 
     kyc_check = "kyc.check"
     """The automatic KYC check of a new registration (app.services.kyc)."""
+    hold_expiry = "hold.expire"
+    """Rejects a held transaction nobody decided within BANK_HOLD_EXPIRY (app.services.holds)."""
 
 
 class Job(Base):

@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Literal
 
-from app.deps import AdminUser, DbSession, SecurityDep
+from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import Response
+
+from app.deps import AdminUser, DatabaseDep, DbSession, RulesDep, SecurityDep, SettingsDep
 from app.models import Role
-from app.routing import AccountNumberPath, StrictQueryRoute
-from app.schemas.common import problem_responses
+from app.routing import DIGITS, AccountNumberPath, DecimalRoute
+from app.schemas.common import Page, problem_responses
+from app.schemas.fraud import (
+    ApproveIn,
+    BacktestIn,
+    BacktestOut,
+    ExplainOut,
+    FlagDetailOut,
+    FlagOut,
+    FlagResolve,
+    HeldTransactionOut,
+    ListEntryIn,
+    ListEntryOut,
+    RejectIn,
+)
 from app.schemas.ledger import AccountOut, AccountStatusChange
 from app.schemas.staff import StaffCreate, StaffOut
-from app.services import accounts, staff
+from app.services import accounts, fraud, holds, staff
 from app.services.audit import Actor
 
-router = APIRouter(prefix="/api/admin", tags=["admin"], route_class=StrictQueryRoute)
+router = APIRouter(prefix="/api/admin", tags=["admin"], route_class=DecimalRoute)
 
 
 @router.post(
@@ -66,3 +82,279 @@ async def set_account_status(
         db, principal=principal, number=account_number, status=body.status, reason=body.reason
     )
     return AccountOut.of(account)
+
+
+# --- fraud review (API.md §7) ------------------------------------------------------
+
+fraud_router = APIRouter(prefix="/api/admin", tags=["fraud"], route_class=DecimalRoute)
+
+FlagId = Annotated[str, Path(pattern=DIGITS, description="The flag's id")]
+TransactionId = Annotated[str, Path(pattern=DIGITS, description="The held transaction's id")]
+EntryId = Annotated[str, Path(pattern=DIGITS, description="The list entry's id")]
+Limit = Annotated[int, Query(ge=1, le=500)]
+RuleCode = Annotated[str | None, Query(pattern=r"^[a-z_]{1,32}$", description="A rule code")]
+
+
+def flag_filter(
+    status: Literal["open", "resolved"] | None = None,
+    rule: RuleCode = None,
+    customer_id: Annotated[str | None, Query(pattern=DIGITS, max_length=18)] = None,
+    assigned_to: Annotated[
+        str | None, Query(pattern=DIGITS, max_length=18, description="An admin's user id")
+    ] = None,
+) -> fraud.FlagFilter:
+    return fraud.FlagFilter(
+        status,
+        rule,
+        int(customer_id) if customer_id else None,
+        int(assigned_to) if assigned_to else None,
+    )
+
+
+FlagQuery = Annotated[fraud.FlagFilter, Depends(flag_filter)]
+
+
+@fraud_router.get(
+    "/flags",
+    response_model=Page[FlagOut],
+    summary="The fraud review queue: flags, highest score first",
+    responses=problem_responses(401, 403, 422),
+)
+async def list_flags(
+    principal: AdminUser,
+    db: DbSession,
+    where: FlagQuery,
+    limit: Limit = 50,
+    cursor: str | None = None,
+) -> Page[FlagOut]:
+    """Flags opened by fraud scoring, highest score first (then newest), filtered by status,
+    rule code, customer and assignee, a page at a time. Admins only."""
+    page = await fraud.list_flags(db, where=where, cursor=cursor, limit=limit)
+    return Page[FlagOut](
+        items=[FlagOut.model_validate(f) for f in page.items], next_cursor=page.next_cursor
+    )
+
+
+@fraud_router.get(
+    "/flags/{flag_id:digits}",
+    response_model=FlagDetailOut,
+    summary="One flag with its transaction, every score and the customer's recent activity",
+    responses=problem_responses(401, 403, 404),
+)
+async def get_flag(flag_id: FlagId, principal: AdminUser, db: DbSession) -> FlagDetailOut:
+    """A flag with the transaction that opened it, the score and reasons of every movement on
+    it, and the customer's 20 newest movements. Admins only."""
+    return FlagDetailOut.model_validate(await fraud.flag_detail(db, flag_id))
+
+
+@fraud_router.post(
+    "/flags/{flag_id:digits}/assign",
+    response_model=FlagOut,
+    summary="Assign a flag to myself",
+    responses=problem_responses(401, 403, 404, 409),
+)
+async def assign_flag(flag_id: FlagId, principal: AdminUser, db: DbSession) -> FlagOut:
+    """Assign an open flag to the calling admin, taking it over from whoever had it (audited
+    with the previous assignee). A resolved flag is 409 `already_decided`. Admins only."""
+    return FlagOut.model_validate(await fraud.assign(db, principal=principal, flag_id=flag_id))
+
+
+@fraud_router.post(
+    "/flags/{flag_id:digits}/resolve",
+    response_model=FlagOut,
+    summary="Resolve a flag as legitimate or fraud",
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
+)
+async def resolve_flag(
+    flag_id: FlagId, body: FlagResolve, principal: AdminUser, db: DbSession
+) -> FlagOut:
+    """Resolve an open flag with a decision and a note (audited). `fraud` freezes the flag's
+    source account in the same transaction. The customer's next hit of the same rule opens
+    a new flag. A resolved flag is 409 `already_decided`. Admins only."""
+    flag = await fraud.resolve(
+        db, principal=principal, flag_id=flag_id, decision=body.decision, note=body.note
+    )
+    return FlagOut.model_validate(flag)
+
+
+@fraud_router.get(
+    "/flags/{flag_id:digits}/explain",
+    response_model=ExplainOut,
+    summary="Re-score a flag's movements from their stored features",
+    responses=problem_responses(401, 403, 404),
+)
+async def explain_flag(flag_id: FlagId, principal: AdminUser, db: DbSession) -> ExplainOut:
+    """Every score on the flag re-run by the rule set that gave it (by version) on the features
+    stored with it: the result is identical, which `identical` states. Admins only."""
+    return ExplainOut.model_validate(await fraud.explain(db, flag_id))
+
+
+@fraud_router.get(
+    "/transactions",
+    response_model=Page[HeldTransactionOut],
+    summary="Held transactions, oldest first",
+    responses=problem_responses(401, 403, 422),
+)
+async def list_held(
+    principal: AdminUser,
+    db: DbSession,
+    status: Literal["pending_review", "completed", "rejected"] = "pending_review",
+    limit: Limit = 50,
+    cursor: str | None = None,
+) -> Page[HeldTransactionOut]:
+    """Withdrawals and transfers held for review (at or above `BANK_REVIEW_THRESHOLD`), in one
+    state, oldest first: `pending_review` waits for a decision. Admins only."""
+    page = await holds.list_held(db, status=status, cursor=cursor, limit=limit)
+    return Page[HeldTransactionOut](
+        items=[HeldTransactionOut.model_validate(v.as_dict()) for v in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@fraud_router.get(
+    "/transactions/{transaction_id:digits}",
+    response_model=HeldTransactionOut,
+    summary="One held transaction",
+    responses=problem_responses(401, 403, 404),
+)
+async def get_held(
+    transaction_id: TransactionId, principal: AdminUser, db: DbSession
+) -> HeldTransactionOut:
+    """A transaction that was held for review, whatever its state now. Admins only."""
+    return HeldTransactionOut.model_validate((await holds.get_held(db, transaction_id)).as_dict())
+
+
+@fraud_router.post(
+    "/transactions/{transaction_id:digits}/approve",
+    response_model=HeldTransactionOut,
+    summary="Approve a held transaction: the money moves",
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
+)
+async def approve_held(
+    transaction_id: TransactionId,
+    principal: AdminUser,
+    database: DatabaseDep,
+    db: DbSession,
+    body: ApproveIn | None = None,
+) -> HeldTransactionOut:
+    """Approve a `pending_review` transaction: it becomes `completed`, its entries move the
+    money and the hold is released, in one transaction (audited, with the reason if given).
+    Decided already (or expired) → 409 `already_decided`; a source or destination frozen or
+    closed meanwhile → 409 `account_not_active`; one on the block list → 422
+    `blocked_counterparty`. Admins only."""
+    await holds.decide(
+        database,
+        transaction_id=transaction_id,
+        approve=True,
+        actor=Actor.of(principal),
+        reason=body.reason if body else None,
+    )
+    return HeldTransactionOut.model_validate((await holds.get_held(db, transaction_id)).as_dict())
+
+
+@fraud_router.post(
+    "/transactions/{transaction_id:digits}/reject",
+    response_model=HeldTransactionOut,
+    summary="Reject a held transaction: the hold is released",
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
+)
+async def reject_held(
+    transaction_id: TransactionId,
+    body: RejectIn,
+    principal: AdminUser,
+    database: DatabaseDep,
+    db: DbSession,
+) -> HeldTransactionOut:
+    """Reject a `pending_review` transaction with a reason: it becomes `rejected`, the hold is
+    released and its amount no longer counts toward the customer's daily limit (audited).
+    Decided already (or expired) → 409 `already_decided`. Admins only."""
+    await holds.decide(
+        database,
+        transaction_id=transaction_id,
+        approve=False,
+        actor=Actor.of(principal),
+        reason=body.reason,
+    )
+    return HeldTransactionOut.model_validate((await holds.get_held(db, transaction_id)).as_dict())
+
+
+@fraud_router.get(
+    "/fraud/lists",
+    response_model=Page[ListEntryOut],
+    summary="Block and allow list entries",
+    responses=problem_responses(401, 403, 422),
+)
+async def list_entries(
+    principal: AdminUser,
+    db: DbSession,
+    list: Literal["block", "allow"] | None = None,
+    live: Annotated[bool, Query(description="Only entries that have not expired")] = False,
+    limit: Limit = 50,
+    cursor: str | None = None,
+) -> Page[ListEntryOut]:
+    """Block and allow list entries, oldest first. Admins only."""
+    page = await fraud.list_entries(db, list_kind=list, live_only=live, cursor=cursor, limit=limit)
+    return Page[ListEntryOut](
+        items=[ListEntryOut.model_validate(e) for e in page.items], next_cursor=page.next_cursor
+    )
+
+
+@fraud_router.post(
+    "/fraud/lists",
+    status_code=201,
+    response_model=ListEntryOut,
+    summary="Add a block or allow list entry",
+    responses=problem_responses(400, 401, 403, 404, 422),
+)
+async def add_entry(
+    body: ListEntryIn, principal: AdminUser, db: DbSession, settings: SettingsDep
+) -> ListEntryOut:
+    """Block an account, a customer or a national id (a movement from or to it is refused with
+    422 `blocked_counterparty`), or allow one (the named rules no longer score movements it
+    takes part in), with a reason and an optional expiry after which the entry stops
+    applying by itself (audited). A national id is kept only as its keyed hash. An unknown
+    account or customer is 404. Admins only."""
+    entry = await fraud.add_entry(
+        db,
+        settings,
+        principal=principal,
+        list_kind=body.list,
+        target_type=body.target_type,
+        target=body.target,
+        reason=body.reason,
+        rules=body.rules,
+        expires_at=body.expires_at,
+    )
+    return ListEntryOut.model_validate(entry)
+
+
+@fraud_router.delete(
+    "/fraud/lists/{entry_id:digits}",
+    status_code=204,
+    summary="Remove a block or allow list entry",
+    responses=problem_responses(401, 403, 404),
+)
+async def delete_entry(entry_id: EntryId, principal: AdminUser, db: DbSession) -> Response:
+    """Remove a list entry (audited); it stops applying at once. Admins only."""
+    await fraud.delete_entry(db, principal=principal, entry_id=entry_id)
+    return Response(status_code=204)
+
+
+@fraud_router.post(
+    "/fraud/backtest",
+    response_model=BacktestOut,
+    summary="Backtest a candidate rule set on the bank's history",
+    responses=problem_responses(400, 401, 403, 422),
+)
+async def backtest(
+    body: BacktestIn, principal: AdminUser, database: DatabaseDep, rules: RulesDep
+) -> BacktestOut:
+    """Re-score the movements of a period with a candidate rule set (the rule file's TOML) and
+    compare with the current rules: how many it flags, which it adds and drops, and, against
+    flags already resolved, a confusion matrix with precision and recall. Read-only, from
+    one snapshot, bounded by `BANK_FRAUD_BACKTEST_SECONDS`. A bad rule set is 422 naming the
+    rule and field. Admins only."""
+    report = await fraud.backtest(
+        database, current=rules, candidate_text=body.rules, since=body.from_, until=body.to
+    )
+    return BacktestOut.model_validate(report)

@@ -8,11 +8,13 @@ from fastapi import APIRouter, Query
 
 from app.deps import AuditReader, DbSession
 from app.ratelimit import AUDIT_EXPORT_LIMIT
+from app.routers.admin import FlagQuery
 from app.routing import StrictQueryRoute, download
 from app.schemas.audit import AuditRecordOut, ChainVerificationOut
 from app.schemas.common import IsoDate, Page, day_start, problem_responses
+from app.schemas.fraud import FlagOut
 from app.schemas.ledger import LedgerReportOut
-from app.services import audit, exports, reconciliation
+from app.services import audit, exports, fraud, reconciliation
 
 router = APIRouter(prefix="/api/audit", tags=["audit"], route_class=StrictQueryRoute)
 
@@ -89,4 +91,25 @@ async def ledger(principal: AuditReader, db: DbSession) -> LedgerReportOut:
         accounts_checked=report.accounts_checked,
         mismatches=report.mismatches,
         totals=report.totals,
+    )
+
+
+@router.get(
+    "/flags",
+    response_model=Page[FlagOut],
+    summary="Fraud flags across customers, highest score first (read-only)",
+    responses=problem_responses(401, 403, 422),
+)
+async def flags(
+    principal: AuditReader,
+    db: DbSession,
+    where: FlagQuery,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> Page[FlagOut]:
+    """Every fraud flag, with the same filters as the admins' review queue (status, rule code,
+    customer, assignee), highest score first. Auditors and admins; read-only."""
+    page = await fraud.list_flags(db, where=where, cursor=cursor, limit=limit)
+    return Page[FlagOut](
+        items=[FlagOut.model_validate(f) for f in page.items], next_cursor=page.next_cursor
     )

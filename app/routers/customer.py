@@ -6,10 +6,17 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, BackgroundTasks, Header, Path, Query
 from fastapi.responses import Response
 
-from app.deps import CurrentCustomer, CurrentUser, DatabaseDep, DbSession, SettingsDep
+from app.deps import (
+    CurrentCustomer,
+    CurrentUser,
+    DatabaseDep,
+    DbSession,
+    ScorerDep,
+    SettingsDep,
+)
 from app.errors import CustomerNotFound
 from app.money import format_amount
 from app.ratelimit import STATEMENT_EXPORT_LIMIT, MoneyMover
@@ -34,6 +41,7 @@ from app.schemas.ledger import (
 )
 from app.services import accounts, customers, history, ledger, statements
 from app.services.ledger import Movement
+from app.services.scoring import Scorer
 
 router = APIRouter(prefix="/api/customers", tags=["customers"], route_class=StrictQueryRoute)
 DigitsPath = Annotated[str, Path(pattern=DIGITS)]
@@ -104,10 +112,13 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 MONEY_ERRORS = problem_responses(401, 403, 404, 409, 422, 429)
 
 
-def _created(movement: Movement) -> Response:
+def _created(movement: Movement, tasks: BackgroundTasks, scorer: Scorer) -> Response:
     """201 with the transaction (TransactionView has the response model's fields, which
-    a test checks against the schema: serialized as it is, not validated again)."""
+    a test checks against the schema: serialized as it is, not validated again). Fraud
+    scoring of a new movement starts right after the response is sent."""
     headers = {"Idempotent-Replayed": "true"} if movement.replayed else None
+    if not movement.replayed:
+        tasks.add_task(scorer.wake)
     return Response(
         orjson.dumps(movement.transaction),
         status_code=201,
@@ -258,6 +269,8 @@ async def deposit(
     body: DepositIn,
     principal: MoneyMover,
     database: DatabaseDep,
+    scorer: ScorerDep,
+    tasks: BackgroundTasks,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
     """Put money into one of the caller's accounts (cash or an external source). Amount: a two-
@@ -275,7 +288,9 @@ async def deposit(
             amount=body.amount,
             description=body.description,
             idempotency_key=idempotency_key,
-        )
+        ),
+        tasks,
+        scorer,
     )
 
 
@@ -291,6 +306,8 @@ async def withdrawal(
     body: WithdrawalIn,
     principal: MoneyMover,
     database: DatabaseDep,
+    scorer: ScorerDep,
+    tasks: BackgroundTasks,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
     """Take money out of one of the caller's accounts. The balance never goes below zero (422
@@ -306,7 +323,9 @@ async def withdrawal(
             amount=body.amount,
             description=body.description,
             idempotency_key=idempotency_key,
-        )
+        ),
+        tasks,
+        scorer,
     )
 
 
@@ -322,6 +341,8 @@ async def transfer(
     body: TransferIn,
     principal: MoneyMover,
     database: DatabaseDep,
+    scorer: ScorerDep,
+    tasks: BackgroundTasks,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
     """Move money from one of the caller's accounts to any active account in the same currency,
@@ -339,7 +360,9 @@ async def transfer(
             amount=body.amount,
             description=body.description,
             idempotency_key=idempotency_key,
-        )
+        ),
+        tasks,
+        scorer,
     )
 
 

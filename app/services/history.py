@@ -14,7 +14,7 @@ from sqlalchemy import CompoundSelect, Select, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import TransactionNotFound
-from app.models import Account, Entry, Journal
+from app.models import Account, Entry, Hold, HoldStatus, Journal
 from app.security import Principal
 from app.services import accounts, audit
 from app.services.audit import Actor
@@ -125,11 +125,23 @@ async def list_transactions(
     def page(of: list[int]) -> Select[tuple[int]]:
         return journals_touching(of, before_id=before_id, since=since, until=until, limit=rows)
 
-    ids: Select[tuple[int]] | CompoundSelect[tuple[int]]
-    if 1 < len(account_ids) <= MERGED_ACCOUNTS:
-        ids = union(*(select(page([a]).subquery().c.journal_id) for a in account_ids))
-    else:
-        ids = page(account_ids)
+    pages = (
+        [page([a]) for a in account_ids]
+        if len(account_ids) <= MERGED_ACCOUNTS
+        else [page(account_ids)]
+    )
+    # A held transaction has no entries until it is approved: its hold names the account.
+    held = select(Hold.journal_id).where(
+        Hold.account_id.in_(account_ids), Hold.status != HoldStatus.approved
+    )
+    if before_id is not None:
+        held = held.where(Hold.journal_id < before_id)
+    if since is not None:
+        held = held.where(Hold.created_at >= since)
+    if until is not None:
+        held = held.where(Hold.created_at < until)
+    pages.append(held.order_by(Hold.journal_id.desc()).limit(rows))
+    ids: CompoundSelect[tuple[int]] = union(*(select(p.subquery().c[0]) for p in pages))
     query = select(Journal).where(Journal.id.in_(ids)).order_by(Journal.id.desc()).limit(rows)
     journals = list((await db.scalars(query)).all())
     views = await _views(db, principal, journals)
@@ -153,6 +165,12 @@ async def get_transaction(
             .where(Entry.journal_id == journal.id, Account.customer_id == principal.customer_id)
             .limit(1)
         )
+        if mine is None:  # held, so no entries yet (or rejected): its hold names the account
+            mine = await db.scalar(
+                select(Hold.journal_id)
+                .join(Account, Account.id == Hold.account_id)
+                .where(Hold.journal_id == journal.id, Account.customer_id == principal.customer_id)
+            )
         if mine is None:
             raise TransactionNotFound(f"No transaction {transaction_id}.").denying(
                 "transaction", transaction_id

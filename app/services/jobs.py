@@ -20,9 +20,9 @@ from typing import Any
 from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import Database, Tx, retry_on_conflict, unit_of_work
+from app.db import Database, Tx, database_of, retry_on_conflict, unit_of_work
 from app.models import Job, JobKind
-from app.services import kyc
+from app.services import holds, kyc
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ Handler = Callable[[AsyncSession, Tx, dict[str, Any]], Awaitable[None]]
 # Every kind of job and what runs it (jobs are queued with app.store.enqueue_job).
 HANDLERS: dict[str, Handler] = {
     JobKind.kyc_check: kyc.run_check,
+    JobKind.hold_expiry: holds.expire,
 }
 MAX_ATTEMPTS = 5
 
@@ -45,7 +46,7 @@ def _claimable(now: datetime) -> Any:
 
 @retry_on_conflict
 async def _claim(db: AsyncSession, job_id: int, lease_seconds: int) -> bool:
-    now = datetime.now(UTC)
+    now = database_of(db).clock()
     async with unit_of_work(db):
         result = await db.execute(
             update(Job)
@@ -105,7 +106,7 @@ async def run_job(database: Database, job_id: int) -> bool:
 async def sweep(database: Database, limit: int = 100) -> int:
     """Run jobs that are due and unclaimed (or whose runner died). Returns how many ran."""
     async with database.session() as db:
-        now = datetime.now(UTC)
+        now = database.clock()  # what is due: a test moves this clock
         # Several API processes sweep at once; each takes different rows (SQLite, whose
         # writers take turns anyway, has no row locks: SQLAlchemy leaves the clause out).
         query = (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -19,12 +20,13 @@ from app.db import Database, Tx, money_transaction
 from app.errors import (
     AccountNotFound,
     AmountTooLarge,
+    BlockedCounterparty,
     CurrencyMismatch,
     DailyLimitExceeded,
     InsufficientFunds,
     SameAccount,
 )
-from app.models import Journal, JournalKind
+from app.models import JobKind, Journal, JournalKind, JournalStatus
 from app.money import format_amount
 from app.schemas.common import iso_utc
 from app.security import Principal
@@ -34,6 +36,7 @@ from app.settings import Settings
 from app.store import IdempotencyKey, LockedAccount, NewJournal, Posted
 
 CASH = "cash"  # the code of the bank's cash account, one per currency
+HOLDS = "holds"  # the bank's holds account: the other side of every hold, per currency
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,23 @@ def check_funds(account: LockedAccount, amount: int) -> None:
         )
 
 
+def check_not_blocked(account: LockedAccount, field: str) -> None:
+    """A movement from or to an account that a live block-list entry names (the account,
+    its customer or the customer's national id) is refused."""
+    if account.blocked:
+        raise BlockedCounterparty(
+            f"Account {account.number} cannot send or receive money: it is on the bank's"
+            " block list.",
+            field=field,
+        )
+
+
+def is_held(settings: Settings, kind: JournalKind, amount: int) -> bool:
+    """Withdrawals and transfers at or above BANK_REVIEW_THRESHOLD wait for an admin;
+    deposits are never held (large ones are scored)."""
+    return kind != JournalKind.deposit and amount >= settings.review_threshold_minor
+
+
 def check_daily_limit(settings: Settings, used: int | None, amount: int) -> None:
     """Rolling 24 hours of the customer's outgoing movements (`used`, as `lock_movement`
     read it under the customer's lock, so concurrent movements cannot both pass)."""
@@ -179,6 +199,7 @@ async def _cash_movement(
     outgoing = kind == JournalKind.withdrawal
     number = accounts.parse_number(account_number, field="account_number")
     check_amount(settings, amount)
+    held = is_held(settings, kind, amount)
     key = idempotency.key_for(
         principal.user_id,
         idempotency_key,
@@ -189,40 +210,53 @@ async def _cash_movement(
     async def move_cash(tx: Tx) -> Movement:
         if (replay := await _lock_caller(tx, principal, key)) is not None:
             return replay
+        bank = HOLDS if held else CASH
         locked = await store.lock_movement(
-            tx, [number], outgoing_of=principal.customer_id if outgoing else None, internal=CASH
+            tx, [number], outgoing_of=principal.customer_id if outgoing else None, internal=bank
         )
         account = accounts.owned(locked.accounts.get(number), principal, number, "account_number")
         accounts.check_active(account, "account_number")
+        check_not_blocked(account, "account_number")
         if outgoing:
             check_funds(account, amount)
             check_daily_limit(settings, locked.sent_today, amount)
-        cash = locked.internal or await store.add_internal_account(
-            tx, locked, CASH, account.currency, new_number=accounts.new_number
+        other = locked.internal or await store.add_internal_account(
+            tx, locked, bank, account.currency, new_number=accounts.new_number
         )
         delta = -amount if outgoing else amount
-        posted = await store.post_journal(
-            tx,
-            locked,
-            NewJournal(
-                kind,
-                amount,
-                account.currency,
-                description,
-                customer_id=principal.customer_id,
-                initiated_by=principal.user_id,
-                from_account=account if outgoing else None,
-                to_account=None if outgoing else account,
-            ),
-            [(account, delta), (cash, -delta)],
+        header = NewJournal(
+            kind,
+            amount,
+            account.currency,
+            description,
+            customer_id=principal.customer_id,
+            initiated_by=principal.user_id,
+            from_account=account if outgoing else None,
+            to_account=None if outgoing else account,
+            status=JournalStatus.pending_review if held else JournalStatus.completed,
+            scored=settings.fraud_scoring,
         )
+        if held:  # the amount is held; an admin's approval moves it
+            posted = await store.post_journal(
+                tx, locked, header, [], holds=[(account, amount), (other, -amount)]
+            )
+        else:
+            posted = await store.post_journal(
+                tx, locked, header, [(account, delta), (other, -delta)]
+            )
         view = TransactionView.of(
             posted,
             from_number=number if outgoing else None,
             to_number=None if outgoing else number,
             balance_after=account.balance,
         )
-        return await _audit_and_answer(tx, principal, key, view)
+        return await _audit_and_answer(
+            tx,
+            principal,
+            key,
+            view,
+            hold=_hold(settings, account, amount, posted) if held else None,
+        )
 
     return await _in_transaction(database, principal, f"transaction.{kind}", move_cash)
 
@@ -255,10 +289,17 @@ async def transfer(
         },
     )
 
+    held = is_held(settings, JournalKind.transfer, amount)
+
     async def move_funds(tx: Tx) -> Movement:
         if (replay := await _lock_caller(tx, principal, key)) is not None:
             return replay
-        locked = await store.lock_movement(tx, [source, target], outgoing_of=principal.customer_id)
+        locked = await store.lock_movement(
+            tx,
+            [source, target],
+            outgoing_of=principal.customer_id,
+            internal=HOLDS if held else None,
+        )
         src = accounts.owned(locked.accounts.get(source), principal, source, "from_account")
         dst = locked.accounts.get(target)
         if dst is None or dst.kind != "customer":
@@ -270,29 +311,45 @@ async def transfer(
                 f"Account {source} is in {src.currency}, account {target} in {dst.currency}.",
                 field="to_account",
             )
+        check_not_blocked(src, "from_account")
+        check_not_blocked(dst, "to_account")
         check_funds(src, amount)
         check_daily_limit(settings, locked.sent_today, amount)
-        posted = await store.post_journal(
-            tx,
-            locked,
-            NewJournal(
-                JournalKind.transfer,
-                amount,
-                src.currency,
-                description,
-                customer_id=principal.customer_id,
-                initiated_by=principal.user_id,
-                from_account=src,
-                to_account=dst,
-            ),
-            [(src, -amount), (dst, amount)],
+        header = NewJournal(
+            JournalKind.transfer,
+            amount,
+            src.currency,
+            description,
+            customer_id=principal.customer_id,
+            initiated_by=principal.user_id,
+            from_account=src,
+            to_account=dst,
+            status=JournalStatus.pending_review if held else JournalStatus.completed,
+            scored=settings.fraud_scoring,
         )
+        if held:  # the amount is held; an admin's approval moves it
+            holds = locked.internal or await store.add_internal_account(
+                tx, locked, HOLDS, src.currency, new_number=accounts.new_number
+            )
+            posted = await store.post_journal(
+                tx, locked, header, [], holds=[(src, amount), (holds, -amount)]
+            )
+        else:
+            posted = await store.post_journal(tx, locked, header, [(src, -amount), (dst, amount)])
         view = TransactionView.of(
             posted, from_number=source, to_number=target, balance_after=src.balance
         )
-        return await _audit_and_answer(tx, principal, key, view)
+        return await _audit_and_answer(
+            tx, principal, key, view, hold=_hold(settings, src, amount, posted) if held else None
+        )
 
     return await _in_transaction(database, principal, "transaction.transfer", move_funds)
+
+
+def _hold(
+    settings: Settings, account: LockedAccount, amount: int, posted: Posted
+) -> tuple[LockedAccount, int, datetime]:
+    return account, amount, posted.created_at + settings.hold_expiry
 
 
 async def _in_transaction(
@@ -324,10 +381,16 @@ async def _lock_caller(tx: Tx, principal: Principal, key: IdempotencyKey | None)
 
 
 async def _audit_and_answer(
-    tx: Tx, principal: Principal, key: IdempotencyKey | None, view: TransactionView
+    tx: Tx,
+    principal: Principal,
+    key: IdempotencyKey | None,
+    view: TransactionView,
+    *,
+    hold: tuple[LockedAccount, int, datetime] | None = None,
 ) -> Movement:
     """The movement's audit record, and its answer filed under its key: on PostgreSQL
-    they go with the journal's writes, in one statement."""
+    they go with the journal's writes, in one statement. A held movement (`hold`: its
+    source account) also files its hold and the job that expires it."""
     await audit.record(
         tx,
         actor=Actor.of(principal),
@@ -341,6 +404,16 @@ async def _audit_and_answer(
             "to_account": view.to_account,
         },
     )
+    if hold is not None:
+        account, amount, expires = hold
+        journal_id = int(view.transaction_id)
+        await store.add_hold(
+            tx, journal_id, principal.customer_id, account.id, amount, expires_at=expires
+        )
     if key is not None:
         await store.store_answer(tx, key, 201, orjson.dumps(view))
+    if hold is not None:  # the queued job goes last: its insert returns the job's id
+        await store.enqueue_job(
+            tx, JobKind.hold_expiry, {"journal_id": journal_id}, run_after=expires
+        )
     return Movement(view)

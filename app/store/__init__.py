@@ -7,6 +7,7 @@ engines, one module per table group. Services call these typed functions on a `T
 - `idempotency`: keys claimed and answered;
 - `audit`: the hash-chained audit log;
 - `jobs`: durable background jobs;
+- `fraud`: holds, the scoring queue, the features a score reads and its writes;
 - `logins`: the login throttle.
 """
 
@@ -18,6 +19,7 @@ from app.store.accounts import (
     lock_movement,
 )
 from app.store.audit import AuditEntry, append_audit, chain_page, compute_hash
+from app.store.fraud import add_hold
 from app.store.idempotency import (
     Claim,
     IdempotencyKey,
@@ -27,7 +29,13 @@ from app.store.idempotency import (
     stored_answer,
 )
 from app.store.jobs import enqueue_job
-from app.store.journals import NewJournal, Posted, UnbalancedJournal, post_journal
+from app.store.journals import (
+    NewJournal,
+    Posted,
+    Settlement,
+    UnbalancedJournal,
+    post_journal,
+)
 from app.store.logins import create_throttle
 
 __all__ = [
@@ -38,8 +46,10 @@ __all__ = [
     "LockedAccount",
     "NewJournal",
     "Posted",
+    "Settlement",
     "StoredAnswer",
     "UnbalancedJournal",
+    "add_hold",
     "add_internal_account",
     "append_audit",
     "chain_page",

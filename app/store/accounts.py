@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,6 +32,8 @@ class LockedAccount:
     balance: int
     held: int
     status: str
+    blocked: bool = False  # a block-list entry names the account, its customer or their id
+    code: str | None = None  # the bank's own accounts: cash, holds, …
 
     @property
     def available_balance(self) -> int:
@@ -46,7 +48,13 @@ class Locked:
     accounts: dict[str, LockedAccount]  # by number, locked in id order
     journal_id: int  # reserved for the journal (0 if no account was found; used once)
     sent_today: int | None  # the customer's outgoing total in the rolling 24 hours
-    internal: LockedAccount | None = None  # the bank's account asked for, if it exists
+    bank: dict[str, LockedAccount] = field(default_factory=dict)
+    """The bank's own accounts asked for, by code (those that exist)."""
+
+    @property
+    def internal(self) -> LockedAccount | None:
+        """The bank's account asked for first, if it exists."""
+        return next(iter(self.bank.values()), None)
 
     def take_journal_id(self) -> int:
         """The reserved id, for the one journal posted under this lock."""
@@ -84,16 +92,35 @@ _NEXT_JOURNAL_ID = Sql(
 )
 
 
+# Whether a live block-list entry names the account, its customer, or the customer's
+# national id (three lookups on ix_fraud_lists_target, in the lock's own statement).
+_LIVE = "b.list_kind = 'block' AND (b.expires_at IS NULL OR b.expires_at > ?)"
+_BLOCKED = (
+    "CASE WHEN accounts.kind = 'internal' THEN 0"  # noqa: S608 (constants only)
+    f" WHEN EXISTS (SELECT 1 FROM fraud_lists b WHERE {_LIVE}"
+    "  AND b.target_type = 'account' AND b.target = accounts.number) THEN 1"
+    f" WHEN EXISTS (SELECT 1 FROM fraud_lists b WHERE {_LIVE}"
+    "  AND b.target_type = 'customer' AND b.target = CAST(accounts.customer_id AS TEXT)) THEN 1"
+    f" WHEN EXISTS (SELECT 1 FROM fraud_lists b WHERE {_LIVE}"
+    "  AND b.target_type = 'national_id' AND b.target ="
+    "  (SELECT c.national_id_hmac FROM customers c WHERE c.id = accounts.customer_id)) THEN 1"
+    " ELSE 0 END"
+)
+
+
 # Built from placeholders only (the values travel as parameters), one text per shape.
 @functools.cache
-def _lock_movement_sql(count: int, outgoing: bool, internal: bool) -> Sql:
+def _lock_movement_sql(count: int, outgoing: bool, internal: int) -> Sql:
     marks = ", ".join("?" * count)
     sent = _SENT_SINCE if outgoing else "NULL"
-    # The bank's own account in the first account's currency, when asked, is locked in
+    # The bank's own accounts in the first account's currency, when asked, are locked in
     # the same statement and id order.
-    bank = " OR (code = ? AND currency = (SELECT currency FROM accounts WHERE number = ?))"
+    codes = ", ".join("?" * internal)
+    bank = (
+        f" OR (code IN ({codes}) AND currency = (SELECT currency FROM accounts WHERE number = ?))"  # noqa: S608
+    )
     query = (
-        f"SELECT {_COLUMNS}, {{next_id}}, {sent} FROM accounts"  # noqa: S608
+        f"SELECT {_COLUMNS}, code, {_BLOCKED}, {{next_id}}, {sent} FROM accounts"  # noqa: S608
         f" WHERE number IN ({marks}){bank if internal else ''} ORDER BY id"
     )
     postgresql = Sql(query.format(next_id=_NEXT_JOURNAL_ID.postgresql)).postgresql
@@ -110,10 +137,11 @@ async def lock_movement(
     numbers: list[str],
     *,
     outgoing_of: int | None = None,
-    internal: str | None = None,
+    internal: str | tuple[str, ...] | None = None,
 ) -> Locked:
-    """Lock the accounts `numbers` and the bank's own account `internal` (its code) in
-    the first one's currency, in id order; reserve the journal's id; and, for an outgoing
+    """Lock the accounts `numbers` and the bank's own accounts `internal` (their codes)
+    in the first one's currency, in id order; say of each whether a block-list entry
+    names it (`blocked`); reserve the journal's id; and, for an outgoing
     movement of customer `outgoing_of`, sum what that customer sent in the rolling 24
     hours. The caller holds that customer's lock, taken in an earlier statement: this
     one's snapshot so includes every movement of theirs that committed before, and none
@@ -124,20 +152,23 @@ async def lock_movement(
         first = minute_of(since)
         first_ends = datetime.fromtimestamp((first + 1) * 60, UTC)
         window = (outgoing_of, first, outgoing_of, tx.timestamp(since), tx.timestamp(first_ends))
-    bank = (internal, numbers[0]) if internal is not None else ()
-    statement = _lock_movement_sql(len(numbers), outgoing_of is not None, internal is not None)
-    rows = await tx.all(statement, *window, *numbers, *bank)
-    locked = [LockedAccount(*row[:-2]) for row in rows]
+    codes = (internal,) if isinstance(internal, str) else internal or ()
+    bank = (*codes, numbers[0]) if codes else ()
+    now = tx.timestamp(datetime.now(UTC))
+    statement = _lock_movement_sql(len(numbers), outgoing_of is not None, len(codes))
+    rows = await tx.all(statement, now, now, now, *window, *numbers, *bank)
+    locked = [LockedAccount(*row[:-4], blocked=bool(row[-3]), code=row[-4]) for row in rows]
+    internals = {a.code: a for a in locked if a.kind == "internal"}
     return Locked(
-        {account.number: account for account in locked},
+        {account.number: account for account in locked if account.kind != "internal"},
         rows[0][-2] if rows else 0,
         rows[0][-1] if rows else None,
-        next((a for a in locked if a.kind == "internal"), None) if internal else None,
+        {code: internals[code] for code in codes if code in internals},
     )
 
 
 _INTERNAL_ACCOUNT = locking(
-    f"SELECT {_COLUMNS} FROM accounts WHERE code = ? AND currency = ?"  # noqa: S608
+    f"SELECT {_COLUMNS}, FALSE, code FROM accounts WHERE code = ? AND currency = ?"  # noqa: S608
 )
 _CREATE_INTERNAL = Sql(
     "INSERT INTO accounts (number, customer_id, kind, code, type, currency, balance, held,"
@@ -158,5 +189,6 @@ async def add_internal_account(
         now = tx.timestamp(datetime.now(UTC))
         await tx.write(_CREATE_INTERNAL, new_number(), code, currency, now)
         row = await tx.one(_INTERNAL_ACCOUNT, code, currency)
-    locked.internal = LockedAccount(*row)
-    return locked.internal
+    account = LockedAccount(*row[:-2], code=code)
+    locked.bank[code] = account
+    return account

@@ -18,9 +18,15 @@ _ENQUEUE = Sql(
 )
 
 
-async def enqueue_job(tx: Tx, kind: JobKind, payload: dict[str, Any]) -> int:
-    """Queue a job in `tx`, due now; returns its id. On a money transaction the insert
-    goes with the writes kept so far (no round trip of its own): queue it last."""
-    now = tx.timestamp(datetime.now(UTC))
-    row = await tx.write_returning(_ENQUEUE, kind, orjson.dumps(payload).decode(), now, now)
+async def enqueue_job(
+    tx: Tx, kind: JobKind, payload: dict[str, Any], *, run_after: datetime | None = None
+) -> int:
+    """Queue a job in `tx`, due now or at `run_after`; returns its id. On a money
+    transaction the insert goes with the writes kept so far (no round trip of its own):
+    queue it last."""
+    now = datetime.now(UTC)
+    due = tx.timestamp(run_after or now)
+    row = await tx.write_returning(
+        _ENQUEUE, kind, orjson.dumps(payload).decode(), due, tx.timestamp(now)
+    )
     return int(row[0])

@@ -1,0 +1,363 @@
+"""Fraud detection's tables as the money path and the scorer use them: holds, the
+scoring queue, the features a score reads, and the score's writes (tables holds,
+score_queue, fraud_scores, fraud_payees, fraud_account_days, journals.flagged).
+
+Every feature is read from an index, bounded: the window counts read at most
+`WINDOW_ROWS` of the customer's newest journals inside the window (ix_journals_customer_
+created), the first-payee test is one key of fraud_payees, the 30-day average at most 31
+rows of fraud_account_days. A score so costs the same at 10 or 100,000 prior movements.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from app.db import Sql, Tx, locking
+
+WINDOW_ROWS = 1000
+"""A window count reads at most this many of the customer's newest movements in it."""
+
+_ADD_HOLD = Sql(
+    "INSERT INTO holds (journal_id, customer_id, account_id, amount, status, expires_at,"
+    " created_at) VALUES (?, ?, ?, ?, 'pending', ?, ?)"
+)
+
+
+async def add_hold(
+    tx: Tx,
+    journal_id: int,
+    customer_id: int | None,
+    account_id: int,
+    amount: int,
+    *,
+    expires_at: datetime,
+) -> None:
+    """File the hold of a held journal (its amount is already held by `post_journal`)."""
+    now = tx.timestamp(datetime.now(UTC))
+    await tx.write(
+        _ADD_HOLD, journal_id, customer_id, account_id, amount, tx.timestamp(expires_at), now
+    )
+
+
+# The hold first: whoever locks it decides; the other finds it decided.
+_LOCK_HOLD = locking(
+    "SELECT h.status, h.amount, h.customer_id, j.kind, j.currency, j.description,"
+    " j.created_at, src.number, dst.number FROM holds h JOIN journals j ON j.id = h.journal_id"
+    " JOIN accounts src ON src.id = j.from_account_id"
+    " LEFT JOIN accounts dst ON dst.id = j.to_account_id WHERE h.journal_id = ?"
+)
+_DECIDE_HOLD = Sql(
+    "UPDATE holds SET status = ?, decided_by = ?, decided_at = ?, reason = ? WHERE journal_id = ?"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LockedHold:
+    status: str
+    amount: int
+    customer_id: int | None
+    kind: str
+    currency: str
+    description: str | None
+    created_at: datetime
+    source: str  # account numbers
+    target: str | None
+
+
+async def lock_hold(tx: Tx, journal_id: int) -> LockedHold | None:
+    """Lock a held journal's hold (before its customer and accounts) and read it."""
+    row = await tx.one(_LOCK_HOLD, journal_id)
+    if row is None:
+        return None
+    return LockedHold(*row[:6], read_time(row[6]), row[7], row[8])
+
+
+async def decide_hold(
+    tx: Tx, journal_id: int, status: str, decided_by: str | None, reason: str | None
+) -> None:
+    now = tx.timestamp(datetime.now(UTC))
+    await tx.write(_DECIDE_HOLD, status, decided_by, now, reason, journal_id)
+
+
+def read_time(value: Any) -> datetime:
+    """A timestamp as the raw driver returns it (SQLite: text), as an aware UTC datetime."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# --- the scoring queue -------------------------------------------------------------
+
+_CLAIM_TEXT = (
+    "UPDATE score_queue SET owner = ?, lease_until = ? WHERE journal_id IN"
+    " (SELECT journal_id FROM score_queue WHERE lease_until IS NULL OR lease_until < ?"
+    " ORDER BY journal_id LIMIT ?{lock}) RETURNING journal_id"
+)
+# Several processes claim at once on PostgreSQL: each skips the rows another is claiming.
+_CLAIM = Sql(
+    _CLAIM_TEXT.format(lock=""), Sql(_CLAIM_TEXT.format(lock=" FOR UPDATE SKIP LOCKED")).postgresql
+)
+
+
+async def claim_scoring(
+    tx: Tx, owner: str, *, now: datetime, lease_until: datetime, limit: int
+) -> list[int]:
+    """Lease up to `limit` queued movements (none leased, or whose lease ran out) to
+    `owner`; their ids, oldest first."""
+    rows = await tx.all(_CLAIM, owner, tx.timestamp(lease_until), tx.timestamp(now), limit)
+    return sorted(row[0] for row in rows)
+
+
+@functools.cache
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+def _in(query: str, count: int) -> Sql:
+    return Sql(query.replace("(…)", f"({_marks(count)})"))
+
+
+@dataclass(frozen=True, slots=True)
+class Movement:
+    """A journal as the scorer reads it."""
+
+    id: int
+    kind: str
+    amount: int
+    currency: str
+    customer_id: int | None
+    from_account_id: int | None
+    to_account_id: int | None
+    created_at: datetime
+    source_opened_at: datetime | None
+    balance_before: int | None
+
+
+_MOVEMENTS = (
+    "SELECT j.id, j.kind, j.amount, j.currency, j.customer_id, j.from_account_id,"
+    " j.to_account_id, j.created_at, src.opened_at,"
+    " (SELECT e.balance_after FROM entries e WHERE e.account_id = j.from_account_id"
+    "  AND e.journal_id < j.id ORDER BY e.journal_id DESC LIMIT 1)"
+    " FROM journals j LEFT JOIN accounts src ON src.id = j.from_account_id"
+    " WHERE j.id IN (…) ORDER BY j.id"
+)
+
+
+async def movements(tx: Tx, ids: list[int]) -> list[Movement]:
+    rows = await tx.all(_in(_MOVEMENTS, len(ids)), *ids)
+    return [
+        Movement(
+            *row[:7],
+            read_time(row[7]),
+            read_time(row[8]) if row[8] is not None else None,
+            (row[9] or 0) if row[5] is not None else None,
+        )
+        for row in rows
+    ]
+
+
+# The customer's newest movements in the window, this one included (ids above it, which
+# committed later, are left out).
+_WINDOW = Sql(
+    "SELECT kind, amount, from_account_id, created_at FROM journals"  # noqa: S608 (constants)
+    " WHERE customer_id = ? AND created_at > ? AND created_at <= ? AND id <= ?"
+    " AND status <> 'rejected' AND kind IN ('deposit', 'withdrawal', 'transfer')"
+    f" ORDER BY created_at DESC LIMIT {WINDOW_ROWS}"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRow:
+    kind: str
+    amount: int
+    from_account_id: int | None
+    created_at: datetime
+
+
+async def window(tx: Tx, movement: Movement, since: datetime) -> list[WindowRow]:
+    if movement.customer_id is None:
+        return []
+    rows = await tx.all(
+        _WINDOW,
+        movement.customer_id,
+        tx.timestamp(since),
+        tx.timestamp(movement.created_at),
+        movement.id,
+    )
+    return [WindowRow(row[0], row[1], row[2], read_time(row[3])) for row in rows]
+
+
+_LOOKUPS = Sql(
+    "SELECT (SELECT first_journal_id FROM fraud_payees WHERE customer_id = ? AND account_id = ?),"
+    " (SELECT COALESCE(SUM(count), 0) FROM fraud_account_days"
+    "  WHERE account_id = ? AND day >= ? AND day <= ?),"
+    " (SELECT COALESCE(SUM(total), 0) FROM fraud_account_days"
+    "  WHERE account_id = ? AND day >= ? AND day <= ?),"
+    " (SELECT MAX(CASE WHEN decision = 'fraud' THEN 2 ELSE 1 END) FROM fraud_flags"
+    "  WHERE account_id = ? AND (status = 'open' OR decision = 'fraud'))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Lookups:
+    first_payment: int | None  # the customer's first journal to the destination, if any
+    out_count: int  # the source account's scored outgoing movements in the day range
+    out_total: int
+    destination_flag: str | None  # "open" | "fraud"
+
+
+async def lookups(tx: Tx, movement: Movement, *, first_day: int, last_day: int) -> Lookups:
+    src, dst = movement.from_account_id, movement.to_account_id
+    row = await tx.one(
+        _LOOKUPS,
+        movement.customer_id,
+        dst,
+        src,
+        first_day,
+        last_day,
+        src,
+        first_day,
+        last_day,
+        dst,
+    )
+    flag = {1: "open", 2: "fraud"}.get(row[3]) if row[3] is not None else None
+    return Lookups(row[0], int(row[1]), int(row[2]), flag)
+
+
+_ALLOWED = Sql(
+    "SELECT target_type, target, rules FROM fraud_lists WHERE list_kind = 'allow'"
+    " AND (expires_at IS NULL OR expires_at > ?)"
+)
+
+
+async def allow_entries(tx: Tx, now: datetime) -> list[tuple[str, str, list[str]]]:
+    """The live allow-list entries (a short list, read once per batch)."""
+    rows = await tx.all(_ALLOWED, tx.timestamp(now))
+    return [(row[0], row[1], list(tx.json(row[2]) or ())) for row in rows]
+
+
+_PARTIES = (
+    "SELECT a.id, a.number, a.customer_id, c.national_id_hmac FROM accounts a"
+    " LEFT JOIN customers c ON c.id = a.customer_id WHERE a.id IN (…)"
+)
+
+
+async def parties(tx: Tx, account_ids: Iterable[int]) -> dict[int, tuple[str, str, str | None]]:
+    """Each account's number, customer id and national-id hash (for allow entries)."""
+    ids = sorted(set(account_ids))
+    if not ids:
+        return {}
+    rows = await tx.all(_in(_PARTIES, len(ids)), *ids)
+    return {row[0]: (row[1], str(row[2]), row[3]) for row in rows}
+
+
+# --- the score's writes ------------------------------------------------------------
+
+_RELEASE = (
+    "UPDATE score_queue SET owner = NULL, lease_until = NULL WHERE owner = ? AND journal_id IN (…)"
+)
+
+
+async def release_claims(tx: Tx, owner: str, ids: list[int]) -> None:
+    await tx.write(_in(_RELEASE, len(ids)), owner, *ids)
+
+
+_OWNED = "SELECT journal_id FROM score_queue WHERE owner = ? AND journal_id IN (…)"
+
+
+async def still_owned(tx: Tx, owner: str, ids: list[int]) -> set[int]:
+    """Which of `ids` are still leased to `owner`, locked until COMMIT: another scorer
+    that took over an expired lease cannot store the same score too."""
+    sql = _in(_OWNED, len(ids))
+    locked = Sql(sql.sqlite, sql.postgresql + " FOR UPDATE")
+    return {row[0] for row in await tx.all(locked, owner, *ids)}
+
+
+@functools.cache
+def _scores_sql(count: int) -> Sql:
+    rows = ", ".join("(?, ?, ?, ?, ?, ?, ?)" for _ in range(count))
+    return Sql(
+        "INSERT INTO fraud_scores (journal_id, score, rules_version, features, reasons,"  # noqa: S608
+        f" flag_id, scored_at) VALUES {rows}"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NewScore:
+    journal_id: int
+    score: int
+    rules_version: str
+    features: dict[str, Any]
+    reasons: list[dict[str, Any]]
+    flag_id: int | None
+
+
+_PAYEE = Sql(
+    "INSERT INTO fraud_payees (customer_id, account_id, first_journal_id) VALUES (?, ?, ?)"
+    " ON CONFLICT (customer_id, account_id) DO UPDATE SET first_journal_id ="
+    " MIN(fraud_payees.first_journal_id, excluded.first_journal_id)",
+    "INSERT INTO fraud_payees (customer_id, account_id, first_journal_id) VALUES ($1, $2, $3)"
+    " ON CONFLICT (customer_id, account_id) DO UPDATE SET first_journal_id ="
+    " LEAST(fraud_payees.first_journal_id, excluded.first_journal_id)",
+)
+_DAY = Sql(
+    "INSERT INTO fraud_account_days (account_id, day, count, total) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (account_id, day) DO UPDATE SET count = fraud_account_days.count"
+    " + excluded.count, total = fraud_account_days.total + excluded.total"
+)
+_FLAGGED = "UPDATE journals SET flagged = ? WHERE id IN (…)"
+_DEQUEUE = "DELETE FROM score_queue WHERE journal_id IN (…)"
+
+
+async def store_scores(
+    tx: Tx,
+    scores: list[NewScore],
+    *,
+    payees: dict[tuple[int, int], int],
+    days: dict[tuple[int, int], tuple[int, int]],
+) -> None:
+    """The scores of a batch, their movements' `flagged`, the scorer's aggregates, and
+    the queue rows they leave."""
+    if not scores:
+        return
+    now = tx.timestamp(datetime.now(UTC))
+    values: list[Any] = []
+    for s in scores:
+        features = orjson.dumps(s.features).decode()
+        reasons = orjson.dumps(s.reasons).decode()
+        values += (s.journal_id, s.score, s.rules_version, features, reasons, s.flag_id, now)
+    await tx.write(_scores_sql(len(scores)), *values)
+    for flagged in (True, False):
+        ids = [s.journal_id for s in scores if (s.flag_id is not None) is flagged]
+        if ids:
+            await tx.write(_in(_FLAGGED, len(ids)), flagged, *ids)
+    for (customer_id, account_id), journal_id in payees.items():
+        await tx.write(_PAYEE, customer_id, account_id, journal_id)
+    for (account_id, day), (count, total) in days.items():
+        await tx.write(_DAY, account_id, day, count, total)
+    ids = [s.journal_id for s in scores]
+    await tx.write(_in(_DEQUEUE, len(ids)), *ids)
+
+
+_RULE_SET = Sql(
+    "INSERT INTO fraud_rule_sets (version, content, created_at) VALUES (?, ?, ?)"
+    " ON CONFLICT (version) DO NOTHING"
+)
+
+
+async def keep_rule_set(tx: Tx, version: str, content: str) -> None:
+    await tx.write(_RULE_SET, version, content, tx.timestamp(datetime.now(UTC)))
+
+
+_QUEUED = Sql("SELECT COUNT(*), MIN(created_at) FROM score_queue")
+
+
+async def queue_depth(tx: Tx) -> tuple[int, datetime | None]:
+    row = await tx.one(_QUEUED)
+    return int(row[0]), read_time(row[1]) if row[1] is not None else None

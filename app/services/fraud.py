@@ -74,7 +74,7 @@ async def _numbers(db: AsyncSession, ids: set[int | None]) -> dict[int, str]:
     if not ids:
         return {}
     rows = await db.execute(select(Account.id, Account.number).where(Account.id.in_(ids)))
-    return dict(rows.tuples().all())
+    return dict(rows.all())  # type: ignore[arg-type]
 
 
 def flag_out(flag: Flag, numbers: dict[int, str]) -> dict[str, Any]:

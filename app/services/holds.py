@@ -176,9 +176,9 @@ def _journal_id(transaction_id: str) -> int:
 async def _views(db: AsyncSession, rows: list[tuple[Hold, Journal]]) -> list[HeldView]:
     ids = {j.from_account_id for _, j in rows} | {j.to_account_id for _, j in rows}
     numbers = dict(
-        (await db.execute(select(Account.id, Account.number).where(Account.id.in_(ids - {None}))))
-        .tuples()
-        .all()
+        (
+            await db.execute(select(Account.id, Account.number).where(Account.id.in_(ids - {None})))
+        ).all()
     )
     return [
         HeldView(
@@ -210,7 +210,7 @@ async def get_held(db: AsyncSession, transaction_id: str) -> HeldView:
     ).first()
     if row is None:
         raise TransactionNotFound(f"No held transaction {transaction_id}.")
-    return (await _views(db, [row.tuple()]))[0]
+    return (await _views(db, [(row[0], row[1])]))[0]
 
 
 async def list_held(
@@ -228,6 +228,6 @@ async def list_held(
     )
     if (after := decode_cursor(cursor)) is not None:
         query = query.where(Hold.journal_id > after)
-    rows = [row.tuple() for row in (await db.execute(query)).all()]
+    rows = [(hold, journal) for hold, journal in (await db.execute(query)).all()]
     views = await _views(db, rows)
     return slice_of(views, limit, key=lambda view: int(view.transaction.transaction_id))

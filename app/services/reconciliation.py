@@ -17,6 +17,8 @@ from app.models import (
     Account,
     AccountKind,
     Entry,
+    Hold,
+    HoldStatus,
     Journal,
     JournalKind,
     JournalStatus,
@@ -68,6 +70,45 @@ async def _check_outgoing_minutes(db: AsyncSession) -> list[dict[str, Any]]:
     ][:100]
 
 
+async def _check_holds(db: AsyncSession) -> list[dict[str, Any]]:
+    """Each customer account holds exactly its pending holds, and holds sum to zero per
+    currency (the bank's holds account carries the other side)."""
+    pending = (
+        select(Hold.account_id, func.sum(Hold.amount).label("total"))
+        .where(Hold.status == HoldStatus.pending)
+        .group_by(Hold.account_id)
+        .subquery()
+    )
+    rows = await db.execute(
+        select(
+            Account.number,
+            Account.kind,
+            Account.currency,
+            Account.held,
+            func.coalesce(pending.c.total, 0),
+        ).outerjoin(pending, pending.c.account_id == Account.id)
+    )
+    found: list[dict[str, Any]] = []
+    sums: dict[str, int] = defaultdict(int)
+    for number, kind, currency, held, expected in rows:
+        sums[currency] += held
+        if kind == AccountKind.customer and held != int(expected):
+            found.append(
+                {
+                    "kind": "held_mismatch",
+                    "account_number": number,
+                    "stored": format_amount(held),
+                    "holds": format_amount(int(expected)),
+                }
+            )
+    found += [
+        {"kind": "holds_unbalanced", "currency": currency, "sum": format_amount(total)}
+        for currency, total in sorted(sums.items())
+        if total
+    ]
+    return found[:100]
+
+
 async def verify_ledger(db: AsyncSession) -> LedgerReport:
     # One snapshot for every check: on a busy PostgreSQL a movement committed between two
     # statements would otherwise look like a mismatch.
@@ -89,9 +130,11 @@ async def verify_ledger(db: AsyncSession) -> LedgerReport:
                 "sum": format_amount(int(total)),
             }
         )
+    # A completed journal has its entries; a held (pending_review) or rejected one none.
     short = await db.execute(
         select(Journal.id)
         .outerjoin(Entry, Entry.journal_id == Journal.id)
+        .where(Journal.status == JournalStatus.completed)
         .group_by(Journal.id)
         .having(func.count(Entry.id) < 2)
         .order_by(Journal.id)
@@ -99,6 +142,17 @@ async def verify_ledger(db: AsyncSession) -> LedgerReport:
     )
     for (journal_id,) in short:
         mismatches.append({"kind": "journal_incomplete", "transaction_id": str(journal_id)})
+    early = await db.execute(
+        select(Entry.journal_id)
+        .join(Journal, Journal.id == Entry.journal_id)
+        .where(Journal.status != JournalStatus.completed)
+        .group_by(Entry.journal_id)
+        .order_by(Entry.journal_id)
+        .limit(100)
+    )
+    for (journal_id,) in early:
+        mismatches.append({"kind": "entries_before_approval", "transaction_id": str(journal_id)})
+    mismatches += await _check_holds(db)
 
     entry_sums = (
         select(Entry.account_id, func.sum(Entry.amount).label("total"))

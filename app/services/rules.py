@@ -289,7 +289,7 @@ def load_rules(path: Path | None) -> RuleSet:
     """The rule set at `path` (default: the one shipped in the package)."""
     path = path or DEFAULT_RULES
     try:
-        content = path.read_text(encoding="utf-8")
+        content = path.read_bytes().decode("utf-8")  # as the bytes are: no newline translation
     except (OSError, UnicodeDecodeError) as exc:
         raise RulesError(f"fraud rules {path}: cannot be read ({type(exc).__name__})") from exc
     return parse_rules(content, f"fraud rules {path}")

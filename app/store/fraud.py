@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from app.db import Sql, Tx, locking
+from app.db import Sql, Tx
 
 WINDOW_ROWS = 1000
 """A window count reads at most this many of the customer's newest movements in it."""
@@ -46,12 +46,13 @@ async def add_hold(
 
 
 # The hold first: whoever locks it decides; the other finds it decided.
-_LOCK_HOLD = locking(
+_HOLD = (
     "SELECT h.status, h.amount, h.customer_id, j.kind, j.currency, j.description,"
     " j.created_at, src.number, dst.number FROM holds h JOIN journals j ON j.id = h.journal_id"
     " JOIN accounts src ON src.id = j.from_account_id"
     " LEFT JOIN accounts dst ON dst.id = j.to_account_id WHERE h.journal_id = ?"
 )
+_LOCK_HOLD = Sql(_HOLD, Sql(_HOLD).postgresql + " FOR UPDATE OF h")
 _DECIDE_HOLD = Sql(
     "UPDATE holds SET status = ?, decided_by = ?, decided_at = ?, reason = ? WHERE journal_id = ?"
 )

@@ -184,6 +184,12 @@ async def post_journal(
             journal.initiated_by,
             stamp,
         )
+    if holds:  # first: a release makes room for the balance move of the same posting
+        held: list[object] = []
+        for account, delta in holds:
+            account.held += delta
+            held += (account.id, delta)
+        await tx.write(_move_held_sql(len(holds)), *held, *(account.id for account, _ in holds))
     if lines:
         entries: list[object] = []
         moves: list[object] = []
@@ -194,12 +200,6 @@ async def post_journal(
         ids = (account.id for account, _ in lines)
         await tx.write(_move_balances_sql(len(lines)), *moves, *ids)
         await tx.write(_insert_entries_sql(len(lines)), *entries)
-    if holds:
-        held: list[object] = []
-        for account, delta in holds:
-            account.held += delta
-            held += (account.id, delta)
-        await tx.write(_move_held_sql(len(holds)), *held, *(account.id for account, _ in holds))
     if journal.kind in OUTGOING and journal.customer_id is not None:
         if isinstance(journal, Settlement):
             if journal.status == JournalStatus.rejected:  # its amount leaves the daily total

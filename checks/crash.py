@@ -27,6 +27,16 @@ through the service layer, `bank serve --workers 2` is started, and then, each c
    - every registered customer leaves `Pending KYC Approval` within KYC_WAIT_S of the
      kill, restart included (the job sweeper runs what the kill left behind; the server
      sweeps every 0.5 s with a 5 s lease here), and no job failed;
+   - no movement is scored twice or never: the fraud score queue (read right after the
+     kill, before the restart: what the kill left queued, and leased mid-batch) is empty
+     within SCORE_WAIT_S of the kill (a batch the kill left leased is taken again once
+     its lease runs out: the server runs with BANK_FRAUD_LEASE_SECONDS=3 here, 10 s by
+     default); then every journal of kind deposit, withdrawal or transfer (the seeded
+     opening deposits too) has exactly one fraud_scores row and `flagged` set (not
+     NULL), no score belongs to a journal that does not exist (or is of another kind),
+     no journal id appears twice across all flags' transaction_ids, and `flagged` is
+     true exactly for the journals some flag lists (their score naming that flag, a
+     false one's naming none);
    - `bank verify` exits 0;
    - no 5xx, no connection error but those the kill caused, and no 4xx but a refused
      transfer (`insufficient_funds`, `daily_limit_exceeded`) or that 409.
@@ -66,7 +76,7 @@ import httpx
 from app.settings import Settings
 from bench.seed import PNG, SeededCustomer, seed_customers
 from bench.server import BANK, ROOT, Server
-from checks.crash_books import PENDING_KYC, Books
+from checks.crash_books import PENDING_KYC, Books, Scoring
 from checks.live import add_demo_users, fresh_environment
 
 WORKERS = 2
@@ -82,7 +92,11 @@ SERVER_ENV = {
     # by the kill within its lease (defaults: a sweep every 3 s, a 60 s lease).
     "BANK_JOB_SWEEP_SECONDS": "0.5",
     "BANK_JOB_LEASE_SECONDS": "5",
+    # A scoring batch the kill left leased is taken again once its lease runs out (the
+    # scorer sweeps every BANK_FRAUD_SWEEP_SECONDS, 1 s by default; a 10 s lease).
+    "BANK_FRAUD_LEASE_SECONDS": "3",
 }
+SCORE_WAIT_S = int(SERVER_ENV["BANK_FRAUD_LEASE_SECONDS"]) + 15.0  # from the kill
 TRANSFER, REGISTRATION = "transfer", "registration"
 KEY_PREFIX, USER_PREFIX, PAYER_PREFIX = "crash-", "reg", "payer"
 TRANSFER_REFUSALS = frozenset({"insufficient_funds", "daily_limit_exceeded"})
@@ -208,6 +222,9 @@ class CycleNote:
     restart_s: float = 0.0
     pending_kyc: int = 0  # registered customers still pending KYC right after the restart
     kyc_s: float = 0.0
+    queued: int = 0  # movements in the score queue right after the kill (no server up)
+    leased: int = 0  # of them, leased to a scorer the kill stopped mid-batch
+    score_s: float = 0.0
 
 
 @dataclass
@@ -228,6 +245,9 @@ class EngineRun:
     tokens: list[str] = field(default_factory=list)
     initial_cents: int = 0
     final_cents: int | None = None
+    scored: int = 0  # movements scored, as the last check found them
+    flagged: int = 0
+    flags: int = 0
     elapsed_s: float = 0.0
 
     def __post_init__(self) -> None:
@@ -275,10 +295,13 @@ class EngineRun:
         calls, kill_after = await self.load_until_killed(number, traffic)
         self.calls += calls
         killed_at = time.perf_counter()
+        queue = await self.books.score_queue()  # as the kill left it
         await self.start_server()
         note = CycleNote(kill_after, len(calls), sum(c.first is not None for c in calls))
         note.restart_s = time.perf_counter() - killed_at
         note.pending_kyc = len(await self.pending_kyc())
+        note.queued = len(queue)
+        note.leased = sum(owner is not None for _, owner, _ in queue)
         unanswered = [c for c in calls if c.first is None]
         committed = await self.committed(unanswered)
         await self.resend(number, unanswered)
@@ -288,13 +311,16 @@ class EngineRun:
         self.check_answers(number, calls)
         await self.check_books(number)
         note.kyc_s = await self.wait_for_kyc(number, killed_at)
+        note.score_s = await self.wait_for_scoring(number, killed_at)
+        await self.check_scoring(number)
         await asyncio.to_thread(self.verify, number)
         self.notes.append(note)
         print(
             f"  cycle {number:2}: killed after {kill_after:.2f} s: {note.sent} sent, "
             f"{note.answered} answered, {note.resent} re-sent ({note.replayed} replayed); "
             f"restart {note.restart_s:.1f} s; {note.pending_kyc} pending KYC then, "
-            f"none {note.kyc_s:.1f} s after the kill",
+            f"none {note.kyc_s:.1f} s after the kill; {note.queued} queued for scoring "
+            f"at the kill ({note.leased} leased), none {note.score_s:.1f} s after",
             flush=True,
         )
 
@@ -452,6 +478,36 @@ class EngineRun:
                 return waited
             await asyncio.sleep(0.2)
 
+    async def wait_for_scoring(self, cycle: int, killed_at: float) -> float:
+        """Seconds from the kill until the fraud score queue is empty (it fails only if
+        it is not within SCORE_WAIT_S; the first look comes after the KYC wait, so a
+        longer one is an upper bound)."""
+        while True:
+            queue = await self.books.score_queue()
+            waited = time.perf_counter() - killed_at
+            if not queue:
+                return waited
+            if waited > SCORE_WAIT_S:
+                leased = sum(owner is not None for _, owner, _ in queue)
+                sample = ", ".join(
+                    f"{journal} ({f'leased to {owner} until {until}' if owner else 'unleased'})"
+                    for journal, owner, until in queue[:10]
+                )
+                self.fail(
+                    f"cycle {cycle}: {len(queue)} movements still queued for scoring "
+                    f"({leased} leased) {SCORE_WAIT_S:.0f} s after the kill: {sample}"
+                )
+                return waited
+            await asyncio.sleep(0.2)
+
+    async def check_scoring(self, cycle: int) -> None:
+        scoring = await self.books.scoring()
+        for problem in scoring_problems(scoring):
+            self.fail_once(cycle, f"fraud scoring: {problem}")
+        self.scored = sum(m.scores > 0 for m in scoring.movements.values())
+        self.flagged = sum(bool(m.flagged) for m in scoring.movements.values())
+        self.flags = len(scoring.flags)
+
     async def pending_kyc(self) -> list[str]:
         statuses = await self.books.customers(USER_PREFIX)
         return sorted(name for name, status in statuses.items() if status == PENDING_KYC)
@@ -521,6 +577,12 @@ class EngineRun:
             f"  KYC                            {sum(map(registered, calls))} registered, "
             f"{sum(n.pending_kyc for n in self.notes)} pending at a restart, none after "
             f"{max((n.kyc_s for n in self.notes), default=0):.1f} s at most",
+            f"  fraud scoring                  {self.scored} movements scored "
+            f"({self.flagged} flagged, in {self.flags} flags), "
+            f"{sum(n.queued for n in self.notes)} queued at a kill "
+            f"({sum(n.leased for n in self.notes)} leased, in "
+            f"{sum(n.leased > 0 for n in self.notes)} cycles), none after "
+            f"{max((n.score_s for n in self.notes), default=0):.1f} s at most",
             f"  drift                          {self.drift if self.drift is not None else '-'}"
             f" (customer balances {money(self.initial_cents)} before, "
             f"{money(self.final_cents) if self.final_cents is not None else '-'} after)",
@@ -637,6 +699,61 @@ def registration_problems(calls: Iterable[Call], users: dict[str, str | None]) -
     unknown = sorted(set(users) - {c.name for c in registrations})
     if unknown:
         yield f"users nobody registered: {', '.join(unknown[:10])}"
+
+
+def shown(ids: Iterable[int], most: int = 10) -> str:
+    ids = sorted(ids)
+    more = f" and {len(ids) - most} more" if len(ids) > most else ""
+    return ", ".join(map(str, ids[:most])) + more
+
+
+def scoring_problems(scoring: Scoring) -> Iterable[str]:
+    """Every movement scored exactly once, `flagged` set to whether a flag lists it, and
+    each journal on one flag at most (see the module's docstring)."""
+    movements = scoring.movements
+    never = [j for j, m in movements.items() if m.scores == 0]
+    if never:
+        yield f"{len(never)} movements never scored (queue empty): journals {shown(never)}"
+    twice = [j for j, m in movements.items() if m.scores > 1]
+    if twice:
+        yield f"{len(twice)} movements scored more than once: journals {shown(twice)}"
+    missing = [j for j, kind in scoring.strays.items() if kind is None]
+    if missing:
+        yield f"{len(missing)} scores of journals that do not exist: {shown(missing)}"
+    others = {j: kind for j, kind in scoring.strays.items() if kind is not None}
+    if others:
+        kinds = ", ".join(sorted(set(others.values())))
+        yield f"{len(others)} scores of journals that are no movement ({kinds}): {shown(others)}"
+    unset = [j for j, m in movements.items() if m.flagged is None]
+    if unset:
+        yield f"{len(unset)} movements with flagged NULL: journals {shown(unset)}"
+    on_flags: dict[int, list[int]] = {}
+    for flag, ids in scoring.flags.items():
+        for journal in ids:
+            on_flags.setdefault(journal, []).append(flag)
+    listed = set(on_flags)
+    again = {j: flags for j, flags in on_flags.items() if len(flags) > 1}
+    if again:
+        sample = "; ".join(
+            f"{j} (flags {', '.join(map(str, again[j]))})" for j in sorted(again)[:10]
+        )
+        yield f"{len(again)} journals listed more than once across the flags: {sample}"
+    strangers = listed - set(movements)
+    if strangers:
+        yield f"flags list journals that are no movement: {shown(strangers)}"
+    flagged = {j for j, m in movements.items() if m.flagged}
+    if flagged - listed:
+        yield f"flagged, yet on no flag: journals {shown(flagged - listed)}"
+    cleared = {j for j, m in movements.items() if m.flagged is False} & listed
+    if cleared:
+        yield f"flagged false, yet on a flag: journals {shown(cleared)}"
+    scored = {j: m for j, m in movements.items() if m.scores}
+    wrong = [j for j, m in scored.items() if m.flag_id not in (None, *on_flags.get(j, []))]
+    if wrong:
+        yield f"{len(wrong)} scores name a flag that does not list them: journals {shown(wrong)}"
+    nameless = [j for j, m in scored.items() if m.flag_id is None and j in on_flags]
+    if nameless:
+        yield f"{len(nameless)} journals on a flag whose score names none: {shown(nameless)}"
 
 
 def history_problems(

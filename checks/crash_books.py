@@ -13,6 +13,8 @@ from typing import Any
 
 SQLITE_PREFIX = "sqlite+aiosqlite:///"
 PENDING_KYC = "Pending KYC Approval"
+MOVEMENT_KINDS = ("deposit", "withdrawal", "transfer")  # the journals fraud scoring queues
+_MOVEMENT_IN = ", ".join(f"'{kind}'" for kind in MOVEMENT_KINDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +25,25 @@ class Posted:
     transaction_id: str  # the lowest journal id among them
 
 
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """One movement journal as fraud scoring left it."""
+
+    flagged: bool | None  # journals.flagged: NULL until scored
+    scores: int  # its fraud_scores rows
+    flag_id: int | None  # the flag its score names
+
+
+@dataclass(frozen=True, slots=True)
+class Scoring:
+    """What fraud scoring wrote: every movement journal, the scores of journals that are
+    not one (missing, or of another kind), and each flag's transaction ids."""
+
+    movements: dict[int, Scored]
+    strays: dict[int, str | None]  # a score's journal id → that journal's kind (None: none)
+    flags: dict[int, list[int]]
+
+
 def _sqlite_rows(path: str, sql: str) -> list[tuple[Any, ...]]:
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
         return conn.execute(sql).fetchall()
@@ -31,6 +52,16 @@ def _sqlite_rows(path: str, sql: str) -> list[tuple[Any, ...]]:
 def _transaction_id(body: Any) -> str | None:
     answer = json.loads(body) if isinstance(body, str | bytes) else body
     return answer.get("transaction_id") if isinstance(answer, dict) else None
+
+
+def _json_list(value: Any) -> list[Any]:
+    """A JSON column as the raw driver returns it: SQLite text, asyncpg str (json)."""
+    parsed = json.loads(value) if isinstance(value, str | bytes) else value
+    return parsed if isinstance(parsed, list) else [parsed]
+
+
+def _flag(value: Any) -> bool | None:
+    return None if value is None else bool(value)  # SQLite stores 0 and 1
 
 
 class Books:
@@ -91,3 +122,33 @@ class Books:
     async def job_states(self) -> dict[str, int]:
         rows = await self.rows("SELECT status, COUNT(*) FROM jobs GROUP BY status")
         return {row[0]: int(row[1]) for row in rows}
+
+    async def score_queue(self) -> list[tuple[int, str | None, Any]]:
+        """The movements queued for scoring: journal id, the scorer leasing it, until when."""
+        rows = await self.rows(
+            "SELECT journal_id, owner, lease_until FROM score_queue ORDER BY journal_id"
+        )
+        return [(int(row[0]), row[1], row[2]) for row in rows]
+
+    async def scoring(self) -> Scoring:
+        movements = await self.rows(
+            "SELECT j.id, j.flagged, COUNT(s.journal_id), MIN(s.flag_id) FROM journals j"
+            " LEFT JOIN fraud_scores s ON s.journal_id = j.id"
+            f" WHERE j.kind IN ({_MOVEMENT_IN}) GROUP BY j.id, j.flagged"
+        )
+        strays = await self.rows(
+            "SELECT s.journal_id, j.kind FROM fraud_scores s"
+            " LEFT JOIN journals j ON j.id = s.journal_id"
+            f" WHERE j.id IS NULL OR j.kind NOT IN ({_MOVEMENT_IN})"
+        )
+        flags = await self.rows("SELECT id, transaction_ids FROM fraud_flags")
+        return Scoring(
+            movements={
+                int(row[0]): Scored(
+                    _flag(row[1]), int(row[2]), None if row[3] is None else int(row[3])
+                )
+                for row in movements
+            },
+            strays={int(row[0]): row[1] for row in strays},
+            flags={int(row[0]): [int(i) for i in _json_list(row[1])] for row in flags},
+        )

@@ -167,6 +167,20 @@ class Payee(Base):
     first_journal_id: Mapped[int] = mapped_column(BigInteger)
 
 
+class FraudBucket(Base):
+    """A count of scored movements per aggregate and minute, written by the scorer: a
+    window's count adds at most one row per minute of the window (plus the journals of
+    its first, partial minute), however long the history. Keys: `t:<account id>`, an
+    account's outgoing transfers; `b:<min>:<max>:<customer id>`, a customer's movements
+    in the structuring band."""
+
+    __tablename__ = "fraud_buckets"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    minute: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # since the epoch, UTC
+    count: Mapped[int] = mapped_column(Integer)
+
+
 class AccountDay(Base):
     """An account's scored outgoing movements per UTC day: count and sum (the scorer's
     30-day average reads at most 31 of these)."""

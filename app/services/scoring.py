@@ -48,10 +48,23 @@ class BatchState:
     """What the earlier movements of one batch add to the scorer's aggregates before
     they are stored (so a batch scores as if one movement at a time)."""
 
+    windows: Windows
     payees: dict[tuple[int, int], int] = field(default_factory=dict)
     days: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
+    buckets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def counted(self, key: str, first_minute: int, last_minute: int) -> int:
+        """What earlier movements of the batch add to bucket `key` in the minutes range."""
+        return sum(
+            n
+            for (k, minute), n in self.buckets.items()
+            if k == key and first_minute < minute <= last_minute
+        )
 
     def add(self, movement: Movement) -> None:
+        for key in bucket_keys(movement, self.windows):
+            slot = (key, fraud_store.minute_of(movement.created_at))
+            self.buckets[slot] = self.buckets.get(slot, 0) + 1
         if movement.kind == "transfer" and movement.customer_id and movement.to_account_id:
             key = (movement.customer_id, movement.to_account_id)
             self.payees[key] = min(self.payees.get(key, movement.id), movement.id)
@@ -59,6 +72,16 @@ class BatchState:
             key = (movement.from_account_id, day_of(movement.created_at))
             count, total = self.days.get(key, (0, 0))
             self.days[key] = (count + 1, total + movement.amount)
+
+
+def bucket_keys(movement: Movement, windows: Windows) -> list[str]:
+    """The minute buckets a movement counts in (once scored)."""
+    keys = []
+    if windows.band_min <= movement.amount <= windows.band_max and movement.customer_id:
+        keys.append(fraud_store.band_key(windows.band_min, windows.band_max, movement.customer_id))
+    if movement.kind == "transfer" and movement.from_account_id is not None:
+        keys.append(fraud_store.transfers_key(movement.from_account_id))
+    return keys
 
 
 def suppressed_rules(
@@ -114,10 +137,31 @@ async def features_of(
 ) -> Features:
     """Everything the rules read about `movement`, counted back from its own time."""
     at = movement.created_at
-    band_count, transfers = await window_counts(tx, movement, windows)
     today = day_of(at)
     first_day = today - windows.unusual_days
-    found: Lookups = await fraud_store.lookups(tx, movement, first_day=first_day, last_day=today)
+    band = fraud_store.Window.back_from(at, windows.band_seconds)
+    velocity = fraud_store.Window.back_from(at, windows.velocity_seconds)
+    found: Lookups = await fraud_store.lookups(
+        tx,
+        movement,
+        band=(windows.band_min, windows.band_max),
+        band_window=band,
+        velocity_window=velocity,
+        first_day=first_day,
+        last_day=today,
+    )
+    now = fraud_store.minute_of(at)
+    own = bucket_keys(movement, windows)  # the movement itself, not in a bucket yet
+    band_key = fraud_store.band_key(windows.band_min, windows.band_max, movement.customer_id)
+    transfers_key = fraud_store.transfers_key(movement.from_account_id)
+    band_count = (
+        found.band_count + batch.counted(band_key, band.first_minute, now) + (band_key in own)
+    )
+    transfers = (
+        found.transfers
+        + batch.counted(transfers_key, velocity.first_minute, now)
+        + (transfers_key in own)
+    )
     outgoing = movement.kind in OUTGOING
     first_payee = None
     if movement.kind == "transfer":
@@ -225,8 +269,8 @@ class Scorer:
         if allowed:
             accounts = [a for m in movements for a in (m.from_account_id, m.to_account_id) if a]
             parties = await fraud_store.parties(tx, accounts)
-        batch = BatchState()
         windows = self.rules.windows
+        batch = BatchState(windows)
         results = []
         for movement in movements:
             suppressed = suppressed_rules(movement, allowed, parties)
@@ -262,6 +306,9 @@ class Scorer:
                 scores,
                 payees={k: v for k, v in batch.payees.items() if v in kept},
                 days=_days_of([r.movement for r in results if r.movement.id in kept]),
+                buckets=_buckets_of(
+                    [r.movement for r in results if r.movement.id in kept], self.rules.windows
+                ),
             )
         self._rules_kept = True
         return len(scores)
@@ -283,6 +330,15 @@ def _days_of(movements: list[Movement]) -> dict[tuple[int, int], tuple[int, int]
             count, total = days.get(key, (0, 0))
             days[key] = (count + 1, total + movement.amount)
     return days
+
+
+def _buckets_of(movements: list[Movement], windows: Windows) -> dict[tuple[str, int], int]:
+    buckets: dict[tuple[str, int], int] = {}
+    for movement in movements:
+        for key in bucket_keys(movement, windows):
+            slot = (key, fraud_store.minute_of(movement.created_at))
+            buckets[slot] = buckets.get(slot, 0) + 1
+    return buckets
 
 
 class FlagBook:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -194,8 +194,23 @@ async def window(tx: Tx, movement: Movement, since: datetime) -> list[WindowRow]
     return [WindowRow(row[0], row[1], row[2], read_time(row[3])) for row in rows]
 
 
-_LOOKUPS = Sql(
-    "SELECT (SELECT first_journal_id FROM fraud_payees WHERE customer_id = ? AND account_id = ?),"
+# Everything a score reads, in one statement of key and range lookups: window counts
+# from the scorer's minute buckets plus the journals of the window's first, partial
+# minute; the first payment to the payee; the 30-day outgoing figures; the
+# destination's flags.
+_EDGE = (
+    " (SELECT COUNT(*) FROM journals WHERE customer_id = ? AND created_at > ?"
+    "  AND created_at < ? AND id < ? AND status <> 'rejected'"
+    "  AND kind IN ('deposit', 'withdrawal', 'transfer') AND {test})"
+)
+_FEATURES = Sql(
+    "SELECT (SELECT COALESCE(SUM(count), 0) FROM fraud_buckets"  # noqa: S608 (constants)
+    "  WHERE key = ? AND minute > ? AND minute <= ?),"
+    + _EDGE.format(test="amount >= ? AND amount <= ?")
+    + ", (SELECT COALESCE(SUM(count), 0) FROM fraud_buckets"
+    "  WHERE key = ? AND minute > ? AND minute <= ?),"
+    + _EDGE.format(test="kind = 'transfer' AND from_account_id = ?")
+    + ", (SELECT first_journal_id FROM fraud_payees WHERE customer_id = ? AND account_id = ?),"
     " (SELECT COALESCE(SUM(count), 0) FROM fraud_account_days"
     "  WHERE account_id = ? AND day >= ? AND day <= ?),"
     " (SELECT COALESCE(SUM(total), 0) FROM fraud_account_days"
@@ -205,19 +220,73 @@ _LOOKUPS = Sql(
 )
 
 
+def band_key(band_min: int, band_max: int, customer_id: int | None) -> str:
+    return f"b:{band_min}:{band_max}:{customer_id}"
+
+
+def transfers_key(account_id: int | None) -> str:
+    return f"t:{account_id}"
+
+
+def minute_of(at: datetime) -> int:
+    return int(at.timestamp()) // 60
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A count over (at - seconds, at]: whole minutes from the buckets, the first, partial
+    minute from the journals."""
+
+    since: datetime
+    first_minute: int  # the partial one
+    first_ends: datetime
+
+    @classmethod
+    def back_from(cls, at: datetime, seconds: int) -> Window:
+        since = at - timedelta(seconds=seconds)
+        first = minute_of(since)
+        return cls(since, first, datetime.fromtimestamp((first + 1) * 60, UTC))
+
+
 @dataclass(frozen=True, slots=True)
 class Lookups:
+    band_count: int  # scored movements of the customer in the band, before this one
+    transfers: int  # scored outgoing transfers of the account, before this one
     first_payment: int | None  # the customer's first journal to the destination, if any
     out_count: int  # the source account's scored outgoing movements in the day range
     out_total: int
     destination_flag: str | None  # "open" | "fraud"
 
 
-async def lookups(tx: Tx, movement: Movement, *, first_day: int, last_day: int) -> Lookups:
-    src, dst = movement.from_account_id, movement.to_account_id
+async def lookups(
+    tx: Tx,
+    movement: Movement,
+    *,
+    band: tuple[int, int],
+    band_window: Window,
+    velocity_window: Window,
+    first_day: int,
+    last_day: int,
+) -> Lookups:
+    m, src, dst = movement, movement.from_account_id, movement.to_account_id
+    now_minute = minute_of(m.created_at)
+
+    def edge(window: Window) -> tuple[Any, ...]:
+        return (m.customer_id, tx.timestamp(window.since), tx.timestamp(window.first_ends), m.id)
+
     row = await tx.one(
-        _LOOKUPS,
-        movement.customer_id,
+        _FEATURES,
+        band_key(*band, m.customer_id),
+        band_window.first_minute,
+        now_minute,
+        *edge(band_window),
+        *band,
+        transfers_key(src),
+        velocity_window.first_minute,
+        now_minute,
+        *edge(velocity_window),
+        src,
+        m.customer_id,
         dst,
         src,
         first_day,
@@ -227,8 +296,10 @@ async def lookups(tx: Tx, movement: Movement, *, first_day: int, last_day: int) 
         last_day,
         dst,
     )
-    flag = {1: "open", 2: "fraud"}.get(row[3]) if row[3] is not None else None
-    return Lookups(row[0], int(row[1]), int(row[2]), flag)
+    flag = {1: "open", 2: "fraud"}.get(row[7]) if row[7] is not None else None
+    return Lookups(
+        int(row[0]) + int(row[1]), int(row[2]) + int(row[3]), row[4], int(row[5]), int(row[6]), flag
+    )
 
 
 _ALLOWED = Sql(
@@ -312,6 +383,10 @@ _DAY = Sql(
     " ON CONFLICT (account_id, day) DO UPDATE SET count = fraud_account_days.count"
     " + excluded.count, total = fraud_account_days.total + excluded.total"
 )
+_BUCKET = Sql(
+    "INSERT INTO fraud_buckets (key, minute, count) VALUES (?, ?, ?)"
+    " ON CONFLICT (key, minute) DO UPDATE SET count = fraud_buckets.count + excluded.count"
+)
 _FLAGGED = "UPDATE journals SET flagged = ? WHERE id IN (…)"
 _DEQUEUE = "DELETE FROM score_queue WHERE journal_id IN (…)"
 
@@ -322,6 +397,7 @@ async def store_scores(
     *,
     payees: dict[tuple[int, int], int],
     days: dict[tuple[int, int], tuple[int, int]],
+    buckets: dict[tuple[str, int], int],
 ) -> None:
     """The scores of a batch, their movements' `flagged`, the scorer's aggregates, and
     the queue rows they leave."""
@@ -342,6 +418,8 @@ async def store_scores(
         await tx.write(_PAYEE, customer_id, account_id, journal_id)
     for (account_id, day), (count, total) in days.items():
         await tx.write(_DAY, account_id, day, count, total)
+    for (key, minute), count in buckets.items():
+        await tx.write(_BUCKET, key, minute, count)
     ids = [s.journal_id for s in scores]
     await tx.write(_in(_DEQUEUE, len(ids)), *ids)
 

@@ -51,6 +51,13 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "fraud_buckets",
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("minute", sa.BigInteger(), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("key", "minute", name=op.f("pk_fraud_buckets")),
+    )
+    op.create_table(
         "fraud_account_days",
         sa.Column(
             "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
@@ -219,6 +226,7 @@ def downgrade() -> None:
     op.drop_table("fraud_flags")
     op.drop_table("fraud_payees")
     op.drop_table("fraud_account_days")
+    op.drop_table("fraud_buckets")
     with op.batch_alter_table("fraud_lists", schema=None) as batch_op:
         batch_op.drop_index("ix_fraud_lists_target")
 

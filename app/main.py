@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tasks = [sweeper]
         if settings.fraud_scoring:  # it scores what is queued at once, then as movements come
             tasks.append(asyncio.create_task(scorer.run(), name="fraud-scorer"))
-            scorer.wake()
+            await scorer.wake()
         # What start-up built (modules, routes, models: ~160k objects) lives as long as
         # the process: keep it out of the collector's full passes, which otherwise
         # stopped every request in flight for ~85 ms now and then.

@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     fraud_batch_size: int = Field(default=200, ge=1, le=5000)
     fraud_lease_seconds: int = Field(default=10, ge=1)
     fraud_sweep_seconds: float = Field(default=1.0, gt=0)
+    fraud_linger_seconds: float = Field(default=0.1, ge=0, le=5)
     fraud_backtest_seconds: float = Field(default=20.0, gt=0)
     review_threshold: Decimal = Field(default=Decimal("50000.00"), gt=0, decimal_places=2)
     hold_expiry: timedelta = Field(default=timedelta(hours=72), gt=timedelta(0))

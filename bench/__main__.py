@@ -141,6 +141,17 @@ class Run:
         return done.returncode == 0, (done.stdout + done.stderr).strip()
 
 
+def _history_settings(data_dir: Path) -> Settings:
+    return Settings(
+        _env_file=None,
+        env="production",
+        database_url=f"sqlite+aiosqlite:///{data_dir / 'bank.db'}",  # type: ignore[call-arg]
+        data_dir=data_dir,
+        jwt_secret=JWT,
+        pii_secret=PII,
+    )
+
+
 def login_all(base_url: str, seeded: list[Any]) -> list[str]:
     tokens = []
     with httpx.Client(base_url=base_url, timeout=30) as client:
@@ -235,7 +246,13 @@ def bench_engine(
                 template.settings, count=CUSTOMERS, accounts_each=1, opening_minor=OPENING_MINOR
             )
         )
-        _measure_runs(engine, workers_list, args, workdir, template, seeded, out)
+        tokens = _measure_runs(engine, workers_list, args, workdir, template, seeded, out)
+        if not args.no_product:
+            from bench import product
+
+            out["product"] = product.throughput(
+                engine, args, workdir, template, tokens, seeded, Run, measure, transfer_factory
+            )
     finally:
         template.drop()
     return out
@@ -249,8 +266,17 @@ def _measure_runs(
     template: Run,
     seeded: list[Any],
     out: dict[str, Any],
-) -> None:
+) -> list[str]:
+    """Measure each worker count; returns the seeded customers' tokens."""
     tokens: list[str] | None = None
+    if not workers_list:  # the product scenario only: log in on a server of its own
+        run = Run(engine, 1, args.pg_url, workdir)
+        try:
+            run.create_from(template)
+            with Server(run.env, 1, run.data_dir / "server.log") as server:
+                return login_all(server.base_url, seeded)
+        finally:
+            run.drop()
     for workers in workers_list:
         run = Run(engine, workers, args.pg_url, workdir)
         print(f"\n== {engine}, {workers} worker(s)", flush=True)
@@ -312,6 +338,8 @@ def _measure_runs(
             out["runs"].append(entry)
         finally:
             run.drop()
+    assert tokens is not None
+    return tokens
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,9 +362,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="short smoke run")
     parser.add_argument("--no-scale", action="store_true", help="skip the scale curves")
+    parser.add_argument(
+        "--no-product", action="store_true", help="skip the product scenario (fraud scoring)"
+    )
+    parser.add_argument(
+        "--product-only", action="store_true", help="only the product scenario (fraud scoring)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.ceiling_duration, args.concurrency = 3.0, 2.0, [8, 32]
+    if args.product_only:
+        args.no_scale = True
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     workdir = Path(tempfile.mkdtemp(prefix="bank-bench-"))
     started = time.perf_counter()
@@ -354,14 +390,27 @@ def main(argv: list[str] | None = None) -> int:
         },
         "engines": {},
     }
-    if "postgres" in engines:
+    if "postgres" in engines and not args.product_only:
         print("\n== postgres: pgbench (TPC-B-like) ceiling", flush=True)
         tps = pg_ceiling.measure(args.pg_url, args.concurrency, seconds=args.duration)
         results["raw_ceiling"]["postgres_pgbench_tps"] = {str(c): v for c, v in tps.items()}
     try:
         for engine in engines:
             workers = [1, 2] if engine == "sqlite" else [2, 4]
+            if args.product_only:
+                workers = []
             results["engines"][engine] = bench_engine(engine, workers, args, workdir)
+        if not args.no_product:
+            from bench import product
+
+            results["product"] = {
+                "throughput": {
+                    engine: data["product"]
+                    for engine, data in results["engines"].items()
+                    if "product" in data
+                },
+                "history": product.history_cost(workdir, _history_settings),
+            }
         if not args.no_scale:
             from bench import scale
 

@@ -32,6 +32,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__)
     parser.add_argument("--a", required=True, help="the `bank` executable of build A")
     parser.add_argument("--b", default=server.BANK, help="build B's (default: this one)")
+    parser.add_argument(
+        "--a-env", action="append", default=[], metavar="NAME=VALUE", help="for build A only"
+    )
+    parser.add_argument(
+        "--b-env", action="append", default=[], metavar="NAME=VALUE", help="for build B only"
+    )
     parser.add_argument("--engine", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--workers", type=int, help="default: 2 (SQLite), 4 (PostgreSQL)")
     parser.add_argument("--concurrency", type=int, default=32)
@@ -76,7 +82,13 @@ def main(argv: list[str] | None = None) -> None:
         for run in (*runs.values(), template):
             run.drop()
         shutil.rmtree(workdir, ignore_errors=True)
-    report = {"engine": args.engine, "workers": workers, "builds": builds, **summary}
+    report = {
+        "engine": args.engine,
+        "workers": workers,
+        "builds": builds,
+        "env": {"A": args.a_env, "B": args.b_env},
+        **summary,
+    }
     print(json.dumps(report, indent=2))
     a, b = summary["A"]["mean_per_s"], summary["B"]["mean_per_s"]
     print(
@@ -98,8 +110,13 @@ def _alternate(
             run = runs[label]
             # Not from a source tree: uvicorn puts its working folder first on the path, so
             # the worker processes of build A would import this checkout's `app`.
+            extra = dict(item.split("=", 1) for item in getattr(args, f"{label.lower()}_env"))
             servers[label] = server.Server(
-                run.env, workers, run.data_dir / "server.log", bank=bank, cwd=run.data_dir
+                {**run.env, **extra},
+                workers,
+                run.data_dir / "server.log",
+                bank=bank,
+                cwd=run.data_dir,
             )
             servers[label].__enter__()
         # Each build logs its users in on its own copy: an access token names its session,

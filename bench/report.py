@@ -71,6 +71,10 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     if scale:
         for item in scale.get("targets", []):
             targets.append(item)
+    if results.get("product"):
+        from bench import product
+
+        targets += product.targets(results["product"])
     return targets
 
 
@@ -114,6 +118,10 @@ def markdown(results: dict[str, Any]) -> str:
     if scale:
         lines += ["", "| scale measurement | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in scale.get("measurements", {}).items()]
+    if results.get("product"):
+        from bench import product
+
+        lines += product.markdown(results["product"])
     lines += ["", "| target | value | limit | result |", "|---|---|---|---|"]
     lines += [
         f"| {t['target']} | {t['value']} | {t['limit']} | {'pass' if t['pass'] else 'FAIL'} |"

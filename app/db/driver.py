@@ -53,9 +53,12 @@ class Sql:
 
 
 def locking(query: str) -> Sql:
-    """A SELECT that locks the rows it reads: FOR UPDATE on PostgreSQL; SQLite's writers
+    """A SELECT that locks the rows it reads: FOR NO KEY UPDATE on PostgreSQL (as strong
+    as FOR UPDATE between writers of the row, but a foreign key's check of it, which
+    takes KEY SHARE, does not wait for it: inserting a row that references an account
+    never queues behind a movement of that account); SQLite's writers
     take turns, so there the same text without it."""
-    return Sql(query, Sql(query).postgresql + " FOR UPDATE")
+    return Sql(query, Sql(query).postgresql + " FOR NO KEY UPDATE")
 
 
 Write = tuple[Sql, tuple[Any, ...]]

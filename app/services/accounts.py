@@ -88,7 +88,7 @@ _LOCK_ACCOUNTS = (
     select(Account)
     .where(Account.number.in_(bindparam("numbers", expanding=True)))
     .order_by(Account.id)
-    .with_for_update()
+    .with_for_update(key_share=True)  # FOR NO KEY UPDATE, as app.db.locking
     .execution_options(populate_existing=True)
 )
 

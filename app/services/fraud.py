@@ -238,7 +238,7 @@ async def resolve(
         await db.execute(delete(FlagKey).where(FlagKey.flag_id == flag.id))
         frozen = None
         if decision == FlagDecision.fraud and flag.account_id is not None:
-            account = await db.get(Account, flag.account_id, with_for_update=True)
+            account = await db.get(Account, flag.account_id, with_for_update={"key_share": True})
             if account is not None and account.status == AccountStatus.active:
                 account.status = AccountStatus.frozen
                 frozen = account.number

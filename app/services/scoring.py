@@ -24,7 +24,6 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database, Tx, session_tx, unit_of_work
@@ -51,20 +50,20 @@ class BatchState:
     windows: Windows
     payees: dict[tuple[int, int], int] = field(default_factory=dict)
     days: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
-    buckets: dict[tuple[str, int], int] = field(default_factory=dict)
+    buckets: dict[str, dict[int, int]] = field(default_factory=dict)  # key -> minute -> n
 
     def counted(self, key: str, first_minute: int, last_minute: int) -> int:
         """What earlier movements of the batch add to bucket `key` in the minutes range."""
-        return sum(
-            n
-            for (k, minute), n in self.buckets.items()
-            if k == key and first_minute < minute <= last_minute
-        )
+        minutes = self.buckets.get(key)
+        if not minutes:
+            return 0
+        return sum(n for minute, n in minutes.items() if first_minute < minute <= last_minute)
 
     def add(self, movement: Movement) -> None:
+        minute = fraud_store.minute_of(movement.created_at)
         for key in bucket_keys(movement, self.windows):
-            slot = (key, fraud_store.minute_of(movement.created_at))
-            self.buckets[slot] = self.buckets.get(slot, 0) + 1
+            minutes = self.buckets.setdefault(key, {})
+            minutes[minute] = minutes.get(minute, 0) + 1
         if movement.kind == "transfer" and movement.customer_id and movement.to_account_id:
             key = (movement.customer_id, movement.to_account_id)
             self.payees[key] = min(self.payees.get(key, movement.id), movement.id)
@@ -211,8 +210,10 @@ class Scorer:
         self._wake = asyncio.Event()
         self._rules_kept = False
 
-    def wake(self) -> None:
-        """A movement committed: score it soon (called right after its response)."""
+    async def wake(self) -> None:
+        """A movement committed: score it soon (run right after its response; a coroutine,
+        so Starlette awaits it in the event loop instead of handing a plain function to its
+        thread pool, which cost each movement a thread hop)."""
         self._wake.set()
 
     async def run(self) -> None:
@@ -220,6 +221,9 @@ class Scorer:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=settings.fraud_sweep_seconds)
+            # Let the movements of the next moments join the batch: under load, fewer and
+            # larger batches cost less per score (the lag stays far inside its target).
+            await asyncio.sleep(settings.fraud_linger_seconds)
             self._wake.clear()
             try:
                 await self.drain()
@@ -286,6 +290,7 @@ class Scorer:
                 await fraud_store.keep_rule_set(tx, self.rules.version, self.rules.content)
             scores = []
             flags = FlagBook(db, tx, self.rules, self.database.settings.fraud_flag_score)
+            await flags.load_keys({r.movement.customer_id for r in results if r.score.reasons})
             for result in results:
                 if result.movement.id not in owned:
                     continue
@@ -349,23 +354,30 @@ class FlagBook:
         self.tx = tx
         self.rules = rules
         self.threshold = threshold
+        self.keys: dict[tuple[int, str], int] = {}  # (customer, rule code) -> open flag
+
+    async def load_keys(self, customers: set[int | None]) -> None:
+        """The open flags' keys of the batch's customers whose movements a rule fired on
+        (one read for the batch; locked on PostgreSQL, as a flag opening writes them)."""
+        wanted = sorted(c for c in customers if c is not None)
+        if wanted:
+            self.keys = await fraud_store.open_flag_keys(self.tx, wanted)
 
     async def attach(self, result: Scored) -> int | None:
         """The flag the movement is on (None: none)."""
         movement, score = result.movement, result.score
         codes = score.codes
-        if not codes or movement.customer_id is None:
+        customer = movement.customer_id
+        if not codes or customer is None:
             return None
-        keys = (
-            await self.db.scalars(
-                select(FlagKey).where(
-                    FlagKey.customer_id == movement.customer_id, FlagKey.rule_code.in_(codes)
-                )
-            )
-        ).all()
+        held = {
+            code: self.keys[(customer, code)] for code in codes if (customer, code) in self.keys
+        }
+        if not held and score.score < self.threshold:
+            return None
         now = datetime.now(UTC)
-        if keys:
-            flag = await self.db.get(Flag, keys[0].flag_id, with_for_update=True)
+        if held:
+            flag = await self.db.get(Flag, min(held.values()), with_for_update=True)
             if (
                 flag is None or flag.status != FlagStatus.open
             ):  # pragma: no cover - keys go with the flag
@@ -377,16 +389,12 @@ class FlagBook:
             flag.transaction_ids = [*flag.transaction_ids, movement.id]
             flag.score = max(flag.score, score.score)
             flag.updated_at = now
-            held = {key.rule_code for key in keys}
             for code in codes:
                 if code not in held:
-                    self.db.add(
-                        FlagKey(customer_id=movement.customer_id, rule_code=code, flag_id=flag.id)
-                    )
+                    self.db.add(FlagKey(customer_id=customer, rule_code=code, flag_id=flag.id))
+                    self.keys[(customer, code)] = flag.id
             await self.db.flush()
             return flag.id
-        if score.score < self.threshold:
-            return None
         flag = Flag(
             journal_id=movement.id,
             customer_id=movement.customer_id,
@@ -403,7 +411,8 @@ class FlagBook:
         self.db.add(flag)
         await self.db.flush()
         for code in codes:
-            self.db.add(FlagKey(customer_id=movement.customer_id, rule_code=code, flag_id=flag.id))
+            self.db.add(FlagKey(customer_id=customer, rule_code=code, flag_id=flag.id))
+            self.keys[(customer, code)] = flag.id
         await self.db.flush()
         await audit.record(
             self.tx,

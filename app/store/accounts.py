@@ -124,7 +124,7 @@ def _lock_movement_sql(count: int, outgoing: bool, internal: int) -> Sql:
         f" WHERE number IN ({marks}){bank if internal else ''} ORDER BY id"
     )
     postgresql = Sql(query.format(next_id=_NEXT_JOURNAL_ID.postgresql)).postgresql
-    return Sql(query.format(next_id=_NEXT_JOURNAL_ID.sqlite), postgresql + " FOR UPDATE")
+    return Sql(query.format(next_id=_NEXT_JOURNAL_ID.sqlite), postgresql + " FOR NO KEY UPDATE")
 
 
 def minute_of(at: datetime) -> int:

@@ -370,23 +370,55 @@ class NewScore:
     flag_id: int | None
 
 
-_PAYEE = Sql(
-    "INSERT INTO fraud_payees (customer_id, account_id, first_journal_id) VALUES (?, ?, ?)"
-    " ON CONFLICT (customer_id, account_id) DO UPDATE SET first_journal_id ="
-    " MIN(fraud_payees.first_journal_id, excluded.first_journal_id)",
-    "INSERT INTO fraud_payees (customer_id, account_id, first_journal_id) VALUES ($1, $2, $3)"
-    " ON CONFLICT (customer_id, account_id) DO UPDATE SET first_journal_id ="
-    " LEAST(fraud_payees.first_journal_id, excluded.first_journal_id)",
+UPSERT_ROWS = 100  # rows per multi-row upsert (keys distinct within one)
+
+
+@functools.cache
+def _upsert_sql(
+    table: str, columns: str, conflict: str, update: str, pg_update: str, rows: int
+) -> Sql:
+    width = columns.count(",") + 1
+    values = ", ".join("(" + ", ".join("?" * width) + ")" for _ in range(rows))
+    text = (
+        f"INSERT INTO {table} ({columns}) VALUES {values} ON CONFLICT ({conflict}) DO UPDATE SET "  # noqa: S608
+    )
+    return Sql(text + update, Sql(text + pg_update).postgresql)
+
+
+_PAYEES = (
+    "fraud_payees",
+    "customer_id, account_id, first_journal_id",
+    "customer_id, account_id",
+    "first_journal_id = MIN(fraud_payees.first_journal_id, excluded.first_journal_id)",
+    "first_journal_id = LEAST(fraud_payees.first_journal_id, excluded.first_journal_id)",
 )
-_DAY = Sql(
-    "INSERT INTO fraud_account_days (account_id, day, count, total) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT (account_id, day) DO UPDATE SET count = fraud_account_days.count"
-    " + excluded.count, total = fraud_account_days.total + excluded.total"
+_DAYS = (
+    "fraud_account_days",
+    "account_id, day, count, total",
+    "account_id, day",
+    "count = fraud_account_days.count + excluded.count,"
+    " total = fraud_account_days.total + excluded.total",
+    "count = fraud_account_days.count + excluded.count,"
+    " total = fraud_account_days.total + excluded.total",
 )
-_BUCKET = Sql(
-    "INSERT INTO fraud_buckets (key, minute, count) VALUES (?, ?, ?)"
-    " ON CONFLICT (key, minute) DO UPDATE SET count = fraud_buckets.count + excluded.count"
+_BUCKETS = (
+    "fraud_buckets",
+    "key, minute, count",
+    "key, minute",
+    "count = fraud_buckets.count + excluded.count",
+    "count = fraud_buckets.count + excluded.count",
 )
+
+
+async def _upsert(tx: Tx, shape: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """Rows in key order: scorers of several processes that upsert the same rows then wait
+    for one another instead of deadlocking."""
+    rows = sorted(rows)
+    for start in range(0, len(rows), UPSERT_ROWS):
+        chunk = rows[start : start + UPSERT_ROWS]
+        await tx.write(_upsert_sql(*shape, len(chunk)), *(value for row in chunk for value in row))
+
+
 _FLAGGED = "UPDATE journals SET flagged = ? WHERE id IN (…)"
 _DEQUEUE = "DELETE FROM score_queue WHERE journal_id IN (…)"
 
@@ -414,14 +446,20 @@ async def store_scores(
         ids = [s.journal_id for s in scores if (s.flag_id is not None) is flagged]
         if ids:
             await tx.write(_in(_FLAGGED, len(ids)), flagged, *ids)
-    for (customer_id, account_id), journal_id in payees.items():
-        await tx.write(_PAYEE, customer_id, account_id, journal_id)
-    for (account_id, day), (count, total) in days.items():
-        await tx.write(_DAY, account_id, day, count, total)
-    for (key, minute), count in buckets.items():
-        await tx.write(_BUCKET, key, minute, count)
+    await _upsert(tx, _PAYEES, [(*key, journal_id) for key, journal_id in payees.items()])
+    await _upsert(tx, _DAYS, [(*key, *figures) for key, figures in days.items()])
+    await _upsert(tx, _BUCKETS, [(*key, count) for key, count in buckets.items()])
     ids = [s.journal_id for s in scores]
     await tx.write(_in(_DEQUEUE, len(ids)), *ids)
+
+
+_FLAG_KEYS = "SELECT customer_id, rule_code, flag_id FROM fraud_flag_keys WHERE customer_id IN (…)"
+
+
+async def open_flag_keys(tx: Tx, customers: list[int]) -> dict[tuple[int, str], int]:
+    """The open flag of each (customer, rule code) of these customers."""
+    rows = await tx.all(_in(_FLAG_KEYS, len(customers)), *customers)
+    return {(row[0], row[1]): row[2] for row in rows}
 
 
 _RULE_SET = Sql(

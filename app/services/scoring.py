@@ -105,50 +105,54 @@ def suppressed_rules(
 
 async def window_counts(tx: Tx, movement: Movement, windows: Windows) -> tuple[int, int]:
     """The customer's movements in the structuring band and window, and the source
-    account's outgoing transfers in the velocity window (both including this one)."""
+    account's outgoing transfers in the velocity window (both including this one), read
+    from the journals (the backtest's recount, with a candidate's windows)."""
     at = movement.created_at
-    reach = max(windows.band_seconds, windows.velocity_seconds)
-    rows = await fraud_store.window(tx, movement, at - timedelta(seconds=reach))
-    band_since = at - timedelta(seconds=windows.band_seconds)
-    velocity_since = at - timedelta(seconds=windows.velocity_seconds)
+    band_since = fraud_store.Window.back_from(at, windows.band_seconds).since
+    velocity_since = fraud_store.Window.back_from(at, windows.velocity_seconds).since
+    rows = await fraud_store.window(tx, movement, min(band_since, velocity_since))
     band_count = sum(
         1
         for row in rows
-        if row.created_at > band_since and windows.band_min <= row.amount <= windows.band_max
+        if row.created_at >= band_since and windows.band_min <= row.amount <= windows.band_max
     )
     transfers = sum(
         1
         for row in rows
         if row.kind == "transfer"
         and row.from_account_id == movement.from_account_id
-        and row.created_at > velocity_since
+        and row.created_at >= velocity_since
     )
     return band_count, transfers
 
 
-async def features_of(
-    tx: Tx,
-    movement: Movement,
+def lookup_query(movement: Movement, windows: Windows) -> fraud_store.LookupQuery:
+    """What to read for `movement`: its windows counted back from its own time."""
+    at = movement.created_at
+    today = day_of(at)
+    return fraud_store.LookupQuery(
+        movement,
+        (windows.band_min, windows.band_max),
+        fraud_store.Window.back_from(at, windows.band_seconds),
+        fraud_store.Window.back_from(at, windows.velocity_seconds),
+        today - windows.unusual_days,
+        today,
+    )
+
+
+def features_of(
+    query: fraud_store.LookupQuery,
+    found: Lookups,
     windows: Windows,
     *,
     batch: BatchState,
     suppressed: list[str],
 ) -> Features:
-    """Everything the rules read about `movement`, counted back from its own time."""
+    """Everything the rules read about a movement: what the database said (`found`) plus
+    what earlier movements of its batch add."""
+    movement, band, velocity = query.movement, query.band_window, query.velocity_window
     at = movement.created_at
-    today = day_of(at)
-    first_day = today - windows.unusual_days
-    band = fraud_store.Window.back_from(at, windows.band_seconds)
-    velocity = fraud_store.Window.back_from(at, windows.velocity_seconds)
-    found: Lookups = await fraud_store.lookups(
-        tx,
-        movement,
-        band=(windows.band_min, windows.band_max),
-        band_window=band,
-        velocity_window=velocity,
-        first_day=first_day,
-        last_day=today,
-    )
+    first_day, today = query.first_day, query.last_day
     now = fraud_store.minute_of(at)
     own = bucket_keys(movement, windows)  # the movement itself, not in a bucket yet
     band_key = fraud_store.band_key(windows.band_min, windows.band_max, movement.customer_id)
@@ -252,6 +256,7 @@ class Scorer:
             now = datetime.now(UTC)
             lease = now + timedelta(seconds=settings.fraud_lease_seconds)
             async with unit_of_work(db) as tx:
+                await fraud_store.commit_lazily(tx)
                 ids = await fraud_store.claim_scoring(
                     tx, self.owner, now=now, lease_until=lease, limit=settings.fraud_batch_size
                 )
@@ -275,16 +280,20 @@ class Scorer:
             parties = await fraud_store.parties(tx, accounts)
         windows = self.rules.windows
         batch = BatchState(windows)
+        queries = [lookup_query(movement, windows) for movement in movements]
+        found = await fraud_store.lookups(tx, queries)
         results = []
-        for movement in movements:
+        for query, lookups in zip(queries, found, strict=True):
+            movement = query.movement
             suppressed = suppressed_rules(movement, allowed, parties)
-            features = await features_of(tx, movement, windows, batch=batch, suppressed=suppressed)
+            features = features_of(query, lookups, windows, batch=batch, suppressed=suppressed)
             results.append(Scored(movement, features, self.rules.score(features)))
             batch.add(movement)
         return results, batch
 
     async def _store(self, db: AsyncSession, results: list[Scored], batch: BatchState) -> int:
         async with unit_of_work(db) as tx:
+            await fraud_store.commit_lazily(tx)
             owned = await fraud_store.still_owned(tx, self.owner, [r.movement.id for r in results])
             if not self._rules_kept:
                 await fraud_store.keep_rule_set(tx, self.rules.version, self.rules.content)

@@ -48,7 +48,7 @@ from starlette.types import Scope
 
 from app.context import caller_var, request_id_var
 from app.db import Database
-from app.services import jobs
+from app.services import jobs, scoring
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ class _JobQueueCollector(Collector):
 
     def __init__(self) -> None:
         self.stats: jobs.QueueStats | None = None
+        self.scoring: scoring.ScoringQueue | None = None
 
     def describe(self) -> Iterable[Any]:
         return ()
@@ -104,6 +105,17 @@ class _JobQueueCollector(Collector):
             "Age of the oldest job that is due and not being run (0 when none)",
             value=stats.oldest_due_seconds,
         )
+        if self.scoring is not None:
+            yield GaugeMetricFamily(
+                "bank_fraud_scoring_queued",
+                "Movements committed and not yet scored",
+                value=self.scoring.queued,
+            )
+            yield GaugeMetricFamily(
+                "bank_fraud_scoring_lag_seconds",
+                "Age of the oldest movement waiting for its fraud score (0 when none)",
+                value=self.scoring.oldest_seconds,
+            )
 
 
 class Metrics:
@@ -210,6 +222,7 @@ class Metrics:
     async def exposition(self) -> bytes:
         try:
             self.job_queue.stats = await jobs.queue_stats(self.database)
+            self.job_queue.scoring = await scoring.queue_stats(self.database)
         except Exception:
             log.warning("job queue statistics unavailable", exc_info=True)
             self.job_queue.stats = None

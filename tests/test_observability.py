@@ -21,10 +21,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
 from app.main import create_app
-from app.models import Job
+from app.models import Job, ScoreQueue
 from app.settings import Settings
 from tests.helpers import problem, register_without_kyc
-from tests.ledger_helpers import deposit, new_key, open_account, transfer
+from tests.ledger_helpers import deposit, funded_account, new_key, open_account, transfer
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -104,6 +104,21 @@ async def test_job_lag_and_queue_depth_are_read_at_scrape_time(app, client, data
     assert value(samples, "bank_jobs", state="queued") == 1
     assert value(samples, "bank_jobs", state="failed") == 0
     assert 300 <= value(samples, "bank_job_lag_seconds") < 360  # type: ignore[operator]
+
+
+async def test_scoring_queue_depth_and_lag_are_read_at_scrape_time(app, bank, database):
+    idle = await scrape(bank.client)
+    assert value(idle, "bank_fraud_scoring_queued") == 0
+    assert value(idle, "bank_fraud_scoring_lag_seconds") == 0
+    _, _headers, _number = await funded_account(bank, "10.00")  # one deposit, queued
+    two_minutes_ago = datetime.now(UTC) - timedelta(minutes=2)
+    async with database.session() as db, db.begin():
+        await db.execute(update(ScoreQueue).values(created_at=two_minutes_ago))
+    samples = await scrape(bank.client)
+    assert value(samples, "bank_fraud_scoring_queued") == 1
+    assert 120 <= value(samples, "bank_fraud_scoring_lag_seconds") < 180  # type: ignore[operator]
+    await app.state.scorer.drain()
+    assert value(await scrape(bank.client), "bank_fraud_scoring_queued") == 0
 
 
 async def test_connection_pool_use_is_exposed(client, settings):

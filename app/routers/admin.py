@@ -234,7 +234,6 @@ async def approve_held(
     transaction_id: TransactionId,
     principal: AdminUser,
     database: DatabaseDep,
-    db: DbSession,
     body: ApproveIn | None = None,
 ) -> HeldTransactionOut:
     """Approve a `pending_review` transaction: it becomes `completed`, its entries move the
@@ -242,14 +241,14 @@ async def approve_held(
     Decided already (or expired) → 409 `already_decided`; a source or destination frozen or
     closed meanwhile → 409 `account_not_active`; one on the block list → 422
     `blocked_counterparty`. Admins only."""
-    await holds.decide(
+    view = await holds.decide(
         database,
         transaction_id=transaction_id,
         approve=True,
         actor=Actor.of(principal),
         reason=body.reason if body else None,
     )
-    return HeldTransactionOut.model_validate((await holds.get_held(db, transaction_id)).as_dict())
+    return HeldTransactionOut.model_validate(view.as_dict())
 
 
 @fraud_router.post(
@@ -263,19 +262,18 @@ async def reject_held(
     body: RejectIn,
     principal: AdminUser,
     database: DatabaseDep,
-    db: DbSession,
 ) -> HeldTransactionOut:
     """Reject a `pending_review` transaction with a reason: it becomes `rejected`, the hold is
     released and its amount no longer counts toward the customer's daily limit (audited).
     Decided already (or expired) → 409 `already_decided`. Admins only."""
-    await holds.decide(
+    view = await holds.decide(
         database,
         transaction_id=transaction_id,
         approve=False,
         actor=Actor.of(principal),
         reason=body.reason,
     )
-    return HeldTransactionOut.model_validate((await holds.get_held(db, transaction_id)).as_dict())
+    return HeldTransactionOut.model_validate(view.as_dict())
 
 
 @fraud_router.get(

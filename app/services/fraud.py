@@ -165,18 +165,22 @@ def _score_out(score: FraudScore) -> dict[str, Any]:
     }
 
 
+async def _scores_on(db: AsyncSession, flag: Flag) -> Sequence[FraudScore]:
+    """The score of every movement on the flag, oldest first."""
+    query = (
+        select(FraudScore)
+        .where(FraudScore.journal_id.in_(flag.transaction_ids))
+        .order_by(FraudScore.journal_id)
+    )
+    return (await db.scalars(query)).all()
+
+
 async def flag_detail(db: AsyncSession, flag_id: str) -> dict[str, Any]:
     """The flag, its first transaction, every score on it, the customer's newest 20."""
     flag = await _flag(db, flag_id)
     journal = await db.get(Journal, flag.journal_id)
     assert journal is not None
-    scores = (
-        await db.scalars(
-            select(FraudScore)
-            .where(FraudScore.journal_id.in_(flag.transaction_ids))
-            .order_by(FraudScore.journal_id)
-        )
-    ).all()
+    scores = await _scores_on(db, flag)
     recent = (
         await db.scalars(
             select(Journal)
@@ -282,13 +286,7 @@ async def rule_set(db: AsyncSession, version: str) -> RuleSet:
 async def explain(db: AsyncSession, flag_id: str) -> dict[str, Any]:
     """Every score on the flag, re-run by its own rule set on its stored features."""
     flag = await _flag(db, flag_id)
-    scores = (
-        await db.scalars(
-            select(FraudScore)
-            .where(FraudScore.journal_id.in_(flag.transaction_ids))
-            .order_by(FraudScore.journal_id)
-        )
-    ).all()
+    scores = await _scores_on(db, flag)
     out = []
     for score in scores:
         replayed = (await rule_set(db, score.rules_version)).score(dict(score.features))

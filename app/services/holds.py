@@ -65,14 +65,16 @@ async def decide(
     approve: bool,
     actor: Actor,
     reason: str | None,
-) -> None:
-    """An admin's decision on a held transaction."""
+) -> HeldView:
+    """An admin's decision on a held transaction; the transaction as it is now."""
     journal_id = _journal_id(transaction_id)
 
     async def work(tx: Tx) -> None:
         await decide_in(tx, journal_id, approve=approve, actor=actor, reason=reason)
 
     await money_transaction(database, work)
+    async with database.session() as db:
+        return await get_held(db, transaction_id)
 
 
 async def decide_in(

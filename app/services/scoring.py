@@ -24,10 +24,11 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database, Tx, session_tx, unit_of_work
-from app.models import Flag, FlagKey, FlagStatus
+from app.models import Flag, FlagKey, FlagStatus, ScoreQueue
 from app.services import audit
 from app.services.rules import OUTGOING, Features, RuleSet, Score, Windows
 from app.store import fraud as fraud_store
@@ -437,6 +438,22 @@ class FlagBook:
             },
         )
         return flag.id
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringQueue:
+    queued: int
+    oldest_seconds: float  # age of the oldest movement waiting for its score (0: none)
+
+
+async def queue_stats(database: Database) -> ScoringQueue:
+    """The scoring queue as a monitor sees it (score_queue stays short: rows leave with
+    their score)."""
+    async with database.session() as db:
+        row = (await db.execute(select(func.count(), func.min(ScoreQueue.created_at)))).one()
+    oldest = row[1]
+    lag = max(0.0, (datetime.now(UTC) - oldest).total_seconds()) if oldest is not None else 0.0
+    return ScoringQueue(int(row[0]), lag)
 
 
 async def drain_all(database: Database, rules: RuleSet) -> int:

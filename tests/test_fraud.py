@@ -8,6 +8,7 @@ queued with `score()`, as the server's scorer does right after each response."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -568,3 +569,32 @@ async def test_backtest_on_a_known_history_gives_known_counts(bank, app, databas
         headers=admin,
     )
     assert "rules.structuring.points" in problem(bad, 422, "validation_error")["detail"]
+
+
+async def test_the_cli_scores_the_queue_and_backtests_a_rule_file(bank, app, settings, tmp_path):
+    from tests.test_cli import _bank
+
+    headers, source, target, _ = await two_accounts(bank)
+    for _ in range(3):
+        await sent(await transfer(bank.client, headers, source, target, "9500.00"))
+    scored = await _bank(settings, "fraud", "score")
+    assert scored.exit_code == 0, scored.output
+    assert "scored 4 movements" in scored.output
+    candidate = rules_file(tmp_path, structuring__min_count="4")
+    today = datetime.now(UTC).date().isoformat()
+    result = await _bank(
+        settings, "fraud", "backtest", "--rules", str(candidate), "--from", today, "--to", today
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert (report["movements"], report["current_flagged"], report["candidate_flagged"]) == (
+        4,
+        1,
+        0,
+    )
+    bad = tmp_path / "bad.toml"
+    bad.write_text(candidate.read_text().replace("min_count = 4", "min_count = 0"))
+    refused = await _bank(
+        settings, "fraud", "backtest", "--rules", str(bad), "--from", today, "--to", today
+    )
+    assert refused.exit_code == 2 and "rules.structuring.min_count" in refused.output

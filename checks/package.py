@@ -14,7 +14,12 @@ from pathlib import Path
 from bench.server import ROOT, Server
 from checks.live import run_step
 
-MUST_SHIP = ("app/migrations/env.py", "app/migrations/script.py.mako", "app/data/watchlist.txt")
+MUST_SHIP = (
+    "app/migrations/env.py",
+    "app/migrations/script.py.mako",
+    "app/data/watchlist.txt",
+    "app/data/fraud_rules.toml",
+)
 MUST_NOT_SHIP = ("tests/", "bench/", "checks/")
 
 

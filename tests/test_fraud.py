@@ -598,3 +598,44 @@ async def test_the_cli_scores_the_queue_and_backtests_a_rule_file(bank, app, set
         settings, "fraud", "backtest", "--rules", str(bad), "--from", today, "--to", today
     )
     assert refused.exit_code == 2 and "rules.structuring.min_count" in refused.output
+
+
+async def test_the_last_representable_day_is_a_valid_end_date(bank, app):
+    headers, source, _target, _ = await two_accounts(bank, "10.00")
+    admin, auditor = await bank.staff(), await bank.staff("auditor")
+    end = {"to": "9999-12-31"}
+    assert (
+        await bank.client.get("/api/transactions", params=end, headers=headers)
+    ).status_code == 200
+    assert (
+        await bank.client.get("/api/audit/logs", params=end, headers=auditor)
+    ).status_code == 200
+    statement = await bank.client.get(
+        f"/api/accounts/{source}/statement",
+        params={"from": "9999-12-01", "to": "9999-12-31"},
+        headers=headers,
+    )
+    assert statement.status_code == 200, statement.text
+    report = await bank.client.post(
+        "/api/admin/fraud/backtest",
+        json={"rules": DEFAULT_RULES.read_text(), "from": "2026-01-01", "to": "9999-12-31"},
+        headers=admin,
+    )
+    assert report.status_code == 200, report.text
+    assert report.json()["movements"] == 0  # nothing scored yet
+
+
+async def test_a_backtest_body_at_its_longest_fits_the_body_limit(bank):
+    admin = await bank.staff()
+    body = {"rules": "\U0001f600" * 64_000, "from": "2026-01-01", "to": "2026-01-02"}
+    too_long = {**body, "rules": body["rules"] + "x"}
+    problem(
+        await bank.client.post("/api/admin/fraud/backtest", json=body, headers=admin),
+        422,
+        "validation_error",
+    )
+    problem(
+        await bank.client.post("/api/admin/fraud/backtest", json=too_long, headers=admin),
+        422,
+        "validation_error",
+    )

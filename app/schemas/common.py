@@ -43,6 +43,8 @@ def day_start(value: date | None, *, next_day: bool = False) -> datetime | None:
     starts, for an inclusive `to`)."""
     if value is None:
         return None
+    if next_day and value == date.max:  # the next day does not exist: the end of time
+        return datetime.max.replace(tzinfo=UTC)
     start = datetime.combine(value, time.min, tzinfo=UTC)
     return start + timedelta(days=1) if next_day else start
 

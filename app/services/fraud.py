@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -38,6 +38,7 @@ from app.models import (
 from app.models import (
     RuleSet as StoredRuleSet,
 )
+from app.schemas.common import day_start
 from app.security import Principal
 from app.services import accounts, audit
 from app.services.audit import Actor
@@ -463,8 +464,7 @@ async def backtest(
     settings = database.settings
     threshold = settings.fraud_flag_score
     deadline = time.monotonic() + settings.fraud_backtest_seconds
-    start = datetime(since.year, since.month, since.day, tzinfo=UTC)
-    end = datetime(until.year, until.month, until.day, tzinfo=UTC) + timedelta(days=1)
+    start, end = day_start(since), day_start(until, next_day=True)
     notes: list[str] = []
     if candidate.windows.unusual_days != current.windows.unusual_days:
         notes.append(

@@ -13,7 +13,7 @@ import csv
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 import anyio
@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.errors import ValidationFailed
 from app.models import Customer, Entry, Journal
 from app.money import format_amount
+from app.schemas.common import day_start
 from app.security import Principal
 from app.services import accounts
 from app.services.exports import Download
@@ -134,8 +135,9 @@ async def build(
 ) -> Statement:
     number = accounts.parse_number(account_number, field="account_number")
     since, until = period(since, until)
-    start = datetime.combine(since, time.min, tzinfo=UTC)
-    end = datetime.combine(until + timedelta(days=1), time.min, tzinfo=UTC)
+    start = day_start(since)
+    end = day_start(until, next_day=True)
+    assert start is not None and end is not None
     account = await accounts.get_account(db, principal=principal, number=number)
     customer_name = await db.scalar(
         select(Customer.full_name).where(Customer.id == account.customer_id)

@@ -27,6 +27,7 @@ from tests.ledger_helpers import (
     account,
     deposit,
     funded_account,
+    open_account,
     transfer,
     withdraw,
 )
@@ -436,6 +437,14 @@ async def test_a_blocked_account_neither_sends_nor_receives_until_removed(bank, 
     ]
 
 
+async def test_an_account_opened_after_its_customer_was_blocked_is_blocked(bank):
+    body, headers, _ = await funded_account(bank, "0.00")
+    admin = await bank.staff()
+    await add_entry(bank, admin, list="block", target_type="customer", target=body["customer_id"])
+    later = (await open_account(bank.client, headers))["account_number"]
+    problem(await deposit(bank.client, headers, later, "1.00"), 422, "blocked_counterparty")
+
+
 async def test_blocking_a_customer_or_national_id_refuses_their_movements(bank):
     _body, headers, source = await funded_account(bank, "100.00", national_id="NIDX778899")
     admin = await bank.staff()
@@ -453,21 +462,32 @@ async def test_blocking_a_customer_or_national_id_refuses_their_movements(bank):
 async def test_an_expired_block_stops_applying_by_itself(bank, database):
     headers, source, target, _ = await two_accounts(bank)
     admin = await bank.staff()
-    soon = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
-    entry = await add_entry(
-        bank, admin, list="block", target_type="account", target=target, expires_at=soon
-    )
+    soon = datetime.now(UTC) + timedelta(seconds=1.5)
+    later = soon + timedelta(minutes=5)
+    for expires in (soon, later):  # two entries: the later expiry is the one that counts
+        await add_entry(
+            bank,
+            admin,
+            list="block",
+            target_type="account",
+            target=target,
+            expires_at=expires.isoformat(),
+        )
     problem(
         await transfer(bank.client, headers, source, target, "5.00"), 422, "blocked_counterparty"
     )
-    past = datetime.now(UTC) - timedelta(seconds=1)
-    await execute(
-        database,
-        "UPDATE fraud_lists SET expires_at = :t WHERE id = :i",
-        t=past,
-        i=int(entry["entry_id"]),
+    # Removing the later entry leaves the earlier one, which then runs out by itself.
+    entries = (await bank.client.get("/api/admin/fraud/lists", headers=admin)).json()["items"]
+    removed = await bank.client.delete(
+        f"/api/admin/fraud/lists/{entries[1]['entry_id']}", headers=admin
     )
+    assert removed.status_code == 204
+    problem(
+        await transfer(bank.client, headers, source, target, "5.00"), 422, "blocked_counterparty"
+    )
+    await asyncio.sleep(max(0.0, (soon - datetime.now(UTC)).total_seconds()) + 0.1)
     await sent(await transfer(bank.client, headers, source, target, "5.00"))
+    past = datetime.now(UTC) - timedelta(seconds=1)
     gone = await bank.client.post(
         "/api/admin/fraud/lists",
         json={

@@ -76,6 +76,8 @@ class Account(Base):
     status: Mapped[str] = mapped_column(String(16), default=AccountStatus.active)
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    """The latest expiry of the live block entries naming it (app.services.blocks)."""
 
     @property
     def available_balance(self) -> int:

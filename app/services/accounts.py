@@ -26,7 +26,7 @@ from app.errors import (
 )
 from app.models import Account, AccountKind, AccountStatus, CustomerStatus
 from app.security import Principal
-from app.services import audit
+from app.services import audit, blocks
 from app.services.audit import Actor
 from app.services.pagination import Slice, decode_cursor, read_limit, slice_of
 from app.store import LockedAccount
@@ -133,6 +133,9 @@ async def open_account(
             status=AccountStatus.active,
         )
         db.add(account)
+        await db.flush()
+        # A block on the customer or their national id covers the new account too.
+        account.blocked_until = await blocks.blocked_until(db, account.id)
         await db.flush()
         await audit.record(
             tx,

@@ -40,7 +40,7 @@ from app.models import (
 )
 from app.schemas.common import day_start
 from app.security import Principal
-from app.services import accounts, audit
+from app.services import accounts, audit, blocks
 from app.services.audit import Actor
 from app.services.customers import national_id_hmac
 from app.services.ledger import TransactionView
@@ -378,6 +378,8 @@ async def add_entry(
         )
         db.add(entry)
         await db.flush()
+        if list_kind == "block":
+            await blocks.refresh(db, await blocks.affected(db, target_type, stored))
         await audit.record(
             tx,
             actor=Actor.of(principal),
@@ -423,6 +425,8 @@ async def delete_entry(db: AsyncSession, *, principal: Principal, entry_id: str)
         }
         await db.delete(entry)
         await db.flush()
+        if entry.list_kind == "block":
+            await blocks.refresh(db, await blocks.affected(db, entry.target_type, entry.target))
         await audit.record(
             tx,
             actor=Actor.of(principal),

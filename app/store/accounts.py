@@ -32,7 +32,7 @@ class LockedAccount:
     balance: int
     held: int
     status: str
-    blocked: bool = False  # a block-list entry names the account, its customer or their id
+    blocked: bool = False  # a live block entry names it, its customer or their national id
     code: str | None = None  # the bank's own accounts: cash, holds, …
 
     @property
@@ -92,22 +92,6 @@ _NEXT_JOURNAL_ID = Sql(
 )
 
 
-# Whether a live block-list entry names the account, its customer, or the customer's
-# national id (three lookups on ix_fraud_lists_target, in the lock's own statement).
-_LIVE = "b.list_kind = 'block' AND (b.expires_at IS NULL OR b.expires_at > ?)"
-_BLOCKED = (
-    "CASE WHEN accounts.kind = 'internal' THEN 0"  # noqa: S608 (constants only)
-    f" WHEN EXISTS (SELECT 1 FROM fraud_lists b WHERE {_LIVE}"
-    "  AND b.target_type = 'account' AND b.target = accounts.number) THEN 1"
-    f" WHEN EXISTS (SELECT 1 FROM fraud_lists b WHERE {_LIVE}"
-    "  AND b.target_type = 'customer' AND b.target = CAST(accounts.customer_id AS TEXT)) THEN 1"
-    f" WHEN EXISTS (SELECT 1 FROM fraud_lists b WHERE {_LIVE}"
-    "  AND b.target_type = 'national_id' AND b.target ="
-    "  (SELECT c.national_id_hmac FROM customers c WHERE c.id = accounts.customer_id)) THEN 1"
-    " ELSE 0 END"
-)
-
-
 # Built from placeholders only (the values travel as parameters), one text per shape.
 @functools.cache
 def _lock_movement_sql(count: int, outgoing: bool, internal: int) -> Sql:
@@ -120,11 +104,20 @@ def _lock_movement_sql(count: int, outgoing: bool, internal: int) -> Sql:
         f" OR (code IN ({codes}) AND currency = (SELECT currency FROM accounts WHERE number = ?))"  # noqa: S608
     )
     query = (
-        f"SELECT {_COLUMNS}, code, {_BLOCKED}, {{next_id}}, {sent} FROM accounts"  # noqa: S608
+        f"SELECT {_COLUMNS}, code, blocked_until, {{next_id}}, {sent} FROM accounts"  # noqa: S608
         f" WHERE number IN ({marks}){bank if internal else ''} ORDER BY id"
     )
     postgresql = Sql(query.format(next_id=_NEXT_JOURNAL_ID.postgresql)).postgresql
     return Sql(query.format(next_id=_NEXT_JOURNAL_ID.sqlite), postgresql + " FOR NO KEY UPDATE")
+
+
+def _blocked(until: Any, now: datetime) -> bool:
+    """Whether a block (an account's `blocked_until`, as the driver returns it) holds."""
+    if until is None:
+        return False
+    if isinstance(until, str):  # SQLite
+        until = datetime.fromisoformat(until)
+    return (until if until.tzinfo else until.replace(tzinfo=UTC)) > now
 
 
 def minute_of(at: datetime) -> int:
@@ -140,12 +133,12 @@ async def lock_movement(
     internal: str | tuple[str, ...] | None = None,
 ) -> Locked:
     """Lock the accounts `numbers` and the bank's own accounts `internal` (their codes)
-    in the first one's currency, in id order; say of each whether a block-list entry
-    names it (`blocked`); reserve the journal's id; and, for an outgoing
-    movement of customer `outgoing_of`, sum what that customer sent in the rolling 24
-    hours. The caller holds that customer's lock, taken in an earlier statement: this
-    one's snapshot so includes every movement of theirs that committed before, and none
-    can commit until this one does."""
+    in the first one's currency, in id order; say of each whether a live block entry
+    names it (`blocked`, from its `blocked_until`: app.services.blocks); reserve the
+    journal's id; and, for an outgoing movement of customer `outgoing_of`, sum what that
+    customer sent in the rolling 24 hours. The caller holds that customer's lock, taken
+    in an earlier statement: this one's snapshot so includes every movement of theirs
+    that committed before, and none can commit until this one does."""
     window: tuple[Any, ...] = ()
     if outgoing_of is not None:
         since = datetime.now(UTC) - timedelta(hours=24)
@@ -154,10 +147,12 @@ async def lock_movement(
         window = (outgoing_of, first, outgoing_of, tx.timestamp(since), tx.timestamp(first_ends))
     codes = (internal,) if isinstance(internal, str) else internal or ()
     bank = (*codes, numbers[0]) if codes else ()
-    now = tx.timestamp(datetime.now(UTC))
     statement = _lock_movement_sql(len(numbers), outgoing_of is not None, len(codes))
-    rows = await tx.all(statement, now, now, now, *window, *numbers, *bank)
-    locked = [LockedAccount(*row[:-4], blocked=bool(row[-3]), code=row[-4]) for row in rows]
+    rows = await tx.all(statement, *window, *numbers, *bank)
+    now = datetime.now(UTC)
+    locked = [
+        LockedAccount(*row[:-4], blocked=_blocked(row[-3], now), code=row[-4]) for row in rows
+    ]
     internals = {a.code: a for a in locked if a.kind == "internal"}
     return Locked(
         {account.number: account for account in locked if account.kind != "internal"},

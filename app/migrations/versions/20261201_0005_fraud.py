@@ -20,6 +20,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("accounts") as batch_op:
+        batch_op.add_column(sa.Column("blocked_until", sa.DateTime(timezone=True), nullable=True))
     op.create_table(
         "fraud_rule_sets",
         sa.Column("version", sa.String(length=64), nullable=False),
@@ -210,6 +212,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("accounts") as batch_op:
+        batch_op.drop_column("blocked_until")
     op.drop_table("fraud_flag_keys")
     op.drop_table("score_queue")
     with op.batch_alter_table("holds", schema=None) as batch_op:

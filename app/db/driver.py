@@ -121,6 +121,11 @@ class Driver:
         decodes it; sqlite3 returns the text)."""
         return value
 
+    def read_time(self, value: Any) -> datetime | None:
+        """A timestamp column's value as read, as an aware UTC datetime (None stays None;
+        asyncpg returns aware datetimes, sqlite3 the text `timestamp` wrote)."""
+        return value.astimezone(UTC) if value is not None else None
+
 
 class SQLiteDriver(Driver):
     is_sqlite = True
@@ -155,6 +160,11 @@ class SQLiteDriver(Driver):
 
     def json(self, value: Any) -> Any:
         return orjson.loads(value)
+
+    def read_time(self, value: Any) -> datetime | None:
+        if value is None:
+            return None
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 class PostgresDriver(Driver):

@@ -108,6 +108,10 @@ class Tx:
         """A JSON column's value as read, decoded."""
         return self._driver.json(value)
 
+    def read_time(self, value: Any) -> Any:
+        """A timestamp column's value as read: an aware UTC datetime (or None)."""
+        return self._driver.read_time(value)
+
     def _would_see(self, sql: Sql) -> bool:
         """Whether `sql` and a kept write touch one table where either changes rows that
         exist: sent in one statement, neither would see the other's effect. A write of

@@ -210,9 +210,11 @@ async def _cash_movement(
     async def move_cash(tx: Tx) -> Movement:
         if (replay := await _lock_caller(tx, principal, key)) is not None:
             return replay
-        bank = HOLDS if held else CASH
         locked = await store.lock_movement(
-            tx, [number], outgoing_of=principal.customer_id if outgoing else None, internal=bank
+            tx,
+            [number],
+            outgoing_of=principal.customer_id if outgoing else None,
+            internal=HOLDS if held else CASH,
         )
         account = accounts.owned(locked.accounts.get(number), principal, number, "account_number")
         accounts.check_active(account, "account_number")
@@ -220,10 +222,13 @@ async def _cash_movement(
         if outgoing:
             check_funds(account, amount)
             check_daily_limit(settings, locked.sent_today, amount)
-        other = locked.internal or await store.add_internal_account(
-            tx, locked, bank, account.currency, new_number=accounts.new_number
-        )
-        delta = -amount if outgoing else amount
+        lines: list[tuple[LockedAccount, int]] = []
+        if not held:
+            cash = locked.internal or await store.add_internal_account(
+                tx, locked, CASH, account.currency, new_number=accounts.new_number
+            )
+            delta = -amount if outgoing else amount
+            lines = [(account, delta), (cash, -delta)]
         header = NewJournal(
             kind,
             amount,
@@ -236,14 +241,7 @@ async def _cash_movement(
             status=JournalStatus.pending_review if held else JournalStatus.completed,
             scored=settings.fraud_scoring,
         )
-        if held:  # the amount is held; an admin's approval moves it
-            posted = await store.post_journal(
-                tx, locked, header, [], holds=[(account, amount), (other, -amount)]
-            )
-        else:
-            posted = await store.post_journal(
-                tx, locked, header, [(account, delta), (other, -delta)]
-            )
+        posted = await _post_or_hold(tx, locked, header, account, lines)
         view = TransactionView.of(
             posted,
             from_number=number if outgoing else None,
@@ -327,15 +325,7 @@ async def transfer(
             status=JournalStatus.pending_review if held else JournalStatus.completed,
             scored=settings.fraud_scoring,
         )
-        if held:  # the amount is held; an admin's approval moves it
-            holds = locked.internal or await store.add_internal_account(
-                tx, locked, HOLDS, src.currency, new_number=accounts.new_number
-            )
-            posted = await store.post_journal(
-                tx, locked, header, [], holds=[(src, amount), (holds, -amount)]
-            )
-        else:
-            posted = await store.post_journal(tx, locked, header, [(src, -amount), (dst, amount)])
+        posted = await _post_or_hold(tx, locked, header, src, [(src, -amount), (dst, amount)])
         view = TransactionView.of(
             posted, from_number=source, to_number=target, balance_after=src.balance
         )
@@ -344,6 +334,25 @@ async def transfer(
         )
 
     return await _in_transaction(database, principal, "transaction.transfer", move_funds)
+
+
+async def _post_or_hold(
+    tx: Tx,
+    locked: store.Locked,
+    header: NewJournal,
+    source: LockedAccount,
+    lines: list[tuple[LockedAccount, int]],
+) -> Posted:
+    """Post the movement's `lines`; or, held (`pending_review`), hold its amount on
+    `source` against the bank's holds account instead: an admin's approval moves it."""
+    if header.status != JournalStatus.pending_review:
+        return await store.post_journal(tx, locked, header, lines)
+    holds = locked.bank.get(HOLDS) or await store.add_internal_account(
+        tx, locked, HOLDS, source.currency, new_number=accounts.new_number
+    )
+    return await store.post_journal(
+        tx, locked, header, [], holds=[(source, header.amount), (holds, -header.amount)]
+    )
 
 
 def _hold(

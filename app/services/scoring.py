@@ -238,17 +238,15 @@ class Scorer:
                 log.exception("fraud scoring failed; retrying shortly")
                 await asyncio.sleep(settings.fraud_sweep_seconds)
 
-    async def drain(self, *, max_batches: int | None = None) -> int:
+    async def drain(self) -> int:
         """Score batches until the queue has nothing this process may take. Returns how
         many movements were scored."""
-        scored = batches = 0
-        batch_size = self.database.settings.fraud_batch_size
-        while max_batches is None or batches < max_batches:
+        scored = 0
+        while True:
             count, claimed = await self.score_batch()
-            scored, batches = scored + count, batches + 1
-            if claimed < batch_size:
-                break
-        return scored
+            scored += count
+            if claimed < self.database.settings.fraud_batch_size:
+                return scored
 
     async def score_batch(self) -> tuple[int, int]:
         """Lease, score and store one batch: (movements scored, movements claimed)."""
@@ -315,15 +313,23 @@ class Scorer:
                         flag_id,
                     )
                 )
-            kept = {r.movement.id for r in results if r.movement.id in owned}
+            # What the stored movements add to the aggregates (all of the batch, unless
+            # another scorer took some over when this one's lease ran out).
+            if len(owned) < len(results):
+                batch = BatchState(self.rules.windows)
+                for result in results:
+                    if result.movement.id in owned:
+                        batch.add(result.movement)
             await fraud_store.store_scores(
                 tx,
                 scores,
-                payees={k: v for k, v in batch.payees.items() if v in kept},
-                days=_days_of([r.movement for r in results if r.movement.id in kept]),
-                buckets=_buckets_of(
-                    [r.movement for r in results if r.movement.id in kept], self.rules.windows
-                ),
+                payees=batch.payees,
+                days=batch.days,
+                buckets={
+                    (key, minute): n
+                    for key, minutes in batch.buckets.items()
+                    for minute, n in minutes.items()
+                },
             )
         self._rules_kept = True
         return len(scores)
@@ -335,25 +341,6 @@ class Scorer:
                 await fraud_store.release_claims(tx, self.owner, ids)
         except Exception:
             log.exception("could not release scoring claims; their lease runs out")
-
-
-def _days_of(movements: list[Movement]) -> dict[tuple[int, int], tuple[int, int]]:
-    days: dict[tuple[int, int], tuple[int, int]] = {}
-    for movement in movements:
-        if movement.kind in OUTGOING and movement.from_account_id is not None:
-            key = (movement.from_account_id, day_of(movement.created_at))
-            count, total = days.get(key, (0, 0))
-            days[key] = (count + 1, total + movement.amount)
-    return days
-
-
-def _buckets_of(movements: list[Movement], windows: Windows) -> dict[tuple[str, int], int]:
-    buckets: dict[tuple[str, int], int] = {}
-    for movement in movements:
-        for key in bucket_keys(movement, windows):
-            slot = (key, fraud_store.minute_of(movement.created_at))
-            buckets[slot] = buckets.get(slot, 0) + 1
-    return buckets
 
 
 class FlagBook:
@@ -368,10 +355,17 @@ class FlagBook:
 
     async def load_keys(self, customers: set[int | None]) -> None:
         """The open flags' keys of the batch's customers whose movements a rule fired on
-        (one read for the batch; locked on PostgreSQL, as a flag opening writes them)."""
+        (one read for the batch). Two scorers opening a flag for the same key at once
+        collide on its primary key: one batch fails, is released, and is scored again."""
         wanted = sorted(c for c in customers if c is not None)
         if wanted:
             self.keys = await fraud_store.open_flag_keys(self.tx, wanted)
+
+    def _key(self, customer: int, codes: list[str], flag_id: int) -> None:
+        """Make `flag_id` the open flag of the customer for these rule codes."""
+        for code in codes:
+            self.db.add(FlagKey(customer_id=customer, rule_code=code, flag_id=flag_id))
+            self.keys[(customer, code)] = flag_id
 
     async def attach(self, result: Scored) -> int | None:
         """The flag the movement is on (None: none)."""
@@ -399,10 +393,7 @@ class FlagBook:
             flag.transaction_ids = [*flag.transaction_ids, movement.id]
             flag.score = max(flag.score, score.score)
             flag.updated_at = now
-            for code in codes:
-                if code not in held:
-                    self.db.add(FlagKey(customer_id=customer, rule_code=code, flag_id=flag.id))
-                    self.keys[(customer, code)] = flag.id
+            self._key(customer, [code for code in codes if code not in held], flag.id)
             await self.db.flush()
             return flag.id
         flag = Flag(
@@ -420,9 +411,7 @@ class FlagBook:
         )
         self.db.add(flag)
         await self.db.flush()
-        for code in codes:
-            self.db.add(FlagKey(customer_id=customer, rule_code=code, flag_id=flag.id))
-            self.keys[(customer, code)] = flag.id
+        self._key(customer, codes, flag.id)
         await self.db.flush()
         await audit.record(
             self.tx,
@@ -457,5 +446,5 @@ async def queue_stats(database: Database) -> ScoringQueue:
 
 
 async def drain_all(database: Database, rules: RuleSet) -> int:
-    """Score everything queued (tests, the CLI, and a server's start-up)."""
+    """Score everything queued (`bank fraud score`; a server's scorer does it by itself)."""
     return await Scorer(database, rules).drain()

@@ -111,13 +111,9 @@ def _lock_movement_sql(count: int, outgoing: bool, internal: int) -> Sql:
     return Sql(query.format(next_id=_NEXT_JOURNAL_ID.sqlite), postgresql + " FOR NO KEY UPDATE")
 
 
-def _blocked(until: Any, now: datetime) -> bool:
-    """Whether a block (an account's `blocked_until`, as the driver returns it) holds."""
-    if until is None:
-        return False
-    if isinstance(until, str):  # SQLite
-        until = datetime.fromisoformat(until)
-    return (until if until.tzinfo else until.replace(tzinfo=UTC)) > now
+def _blocked(until: datetime | None, now: datetime) -> bool:
+    """Whether a block (an account's `blocked_until`) holds."""
+    return until is not None and until > now
 
 
 def minute_of(at: datetime) -> int:
@@ -151,7 +147,8 @@ async def lock_movement(
     rows = await tx.all(statement, *window, *numbers, *bank)
     now = datetime.now(UTC)
     locked = [
-        LockedAccount(*row[:-4], blocked=_blocked(row[-3], now), code=row[-4]) for row in rows
+        LockedAccount(*row[:-4], blocked=_blocked(tx.read_time(row[-3]), now), code=row[-4])
+        for row in rows
     ]
     internals = {a.code: a for a in locked if a.kind == "internal"}
     return Locked(

@@ -79,7 +79,7 @@ async def lock_hold(tx: Tx, journal_id: int) -> LockedHold | None:
     row = await tx.one(_LOCK_HOLD, journal_id)
     if row is None:
         return None
-    return LockedHold(*row[:6], read_time(row[6]), row[7], row[8])
+    return LockedHold(*row[:6], tx.read_time(row[6]), row[7], row[8])
 
 
 async def decide_hold(
@@ -87,13 +87,6 @@ async def decide_hold(
 ) -> None:
     now = tx.timestamp(datetime.now(UTC))
     await tx.write(_DECIDE_HOLD, status, decided_by, now, reason, journal_id)
-
-
-def read_time(value: Any) -> datetime:
-    """A timestamp as the raw driver returns it (SQLite: text), as an aware UTC datetime."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 # --- the scoring queue -------------------------------------------------------------
@@ -135,6 +128,7 @@ def _marks(count: int) -> str:
     return ", ".join("?" * count)
 
 
+@functools.cache
 def _in(query: str, count: int) -> Sql:
     return Sql(query.replace("(…)", f"({_marks(count)})"))
 
@@ -170,8 +164,8 @@ async def movements(tx: Tx, ids: list[int]) -> list[Movement]:
     return [
         Movement(
             *row[:7],
-            read_time(row[7]),
-            read_time(row[8]) if row[8] is not None else None,
+            tx.read_time(row[7]),
+            tx.read_time(row[8]),
             (row[9] or 0) if row[5] is not None else None,
         )
         for row in rows
@@ -206,7 +200,7 @@ async def window(tx: Tx, movement: Movement, since: datetime) -> list[WindowRow]
         tx.timestamp(movement.created_at),
         movement.id,
     )
-    return [WindowRow(row[0], row[1], row[2], read_time(row[3])) for row in rows]
+    return [WindowRow(row[0], row[1], row[2], tx.read_time(row[3])) for row in rows]
 
 
 # Everything the scores of a batch read, in one statement: per movement (a row of
@@ -518,11 +512,3 @@ _RULE_SET = Sql(
 
 async def keep_rule_set(tx: Tx, version: str, content: str) -> None:
     await tx.write(_RULE_SET, version, content, tx.timestamp(datetime.now(UTC)))
-
-
-_QUEUED = Sql("SELECT COUNT(*), MIN(created_at) FROM score_queue")
-
-
-async def queue_depth(tx: Tx) -> tuple[int, datetime | None]:
-    row = await tx.one(_QUEUED)
-    return int(row[0]), read_time(row[1]) if row[1] is not None else None

@@ -659,3 +659,28 @@ async def test_a_backtest_body_at_its_longest_fits_the_body_limit(bank):
         422,
         "validation_error",
     )
+
+
+async def test_a_backtest_recounts_windows_a_candidate_changes(bank, app):
+    headers, source, target, _ = await two_accounts(bank)
+    for value in ("9200.00", "9500.00", "9500.00"):
+        await sent(await transfer(bank.client, headers, source, target, value))
+    await score(app)
+    admin = await bank.staff()
+    today = datetime.now(UTC).date().isoformat()
+    data = Path(app.state.settings.data_dir)
+    assert len(await flags(bank, admin)) == 1  # the third: 3 movements in 9,000.00–9,999.99
+
+    async def flagged_by(**changes: str) -> int:
+        candidate = rules_file(data, **changes).read_text()
+        response = await bank.client.post(
+            "/api/admin/fraud/backtest",
+            json={"rules": candidate, "from": today, "to": today},
+            headers=admin,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()["candidate_flagged"]
+
+    # The stored count (3) was for the old band; in 9,400.00–9,999.99 the journals hold 2.
+    assert await flagged_by(structuring__min_amount='"9400.00"') == 0
+    assert await flagged_by(structuring__min_count="2", structuring__min_amount='"9400.00"') == 1

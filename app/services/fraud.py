@@ -499,26 +499,28 @@ async def backtest(
             ).all()
             if not page:
                 break
-            found = {m.id: m for m in await fraud_store.movements(tx, [row[0] for row in page])}
+            # The movements themselves only when a window must be recounted.
+            scored_by = {version: await rule_set(db, version) for _, version, _ in page}
+            recount = any(
+                rules.windows != by.windows
+                for rules in (current, candidate)
+                for by in scored_by.values()
+            )
+            ids = [row[0] for row in page] if recount else []
+            found = {m.id: m for m in await fraud_store.movements(tx, ids)} if ids else {}
             for journal_id, version, stored in page:
                 after = journal_id
                 if movements >= BACKTEST_MAX_MOVEMENTS or time.monotonic() > deadline:
                     complete = False
                     break
                 movements += 1
-                scored_by = await rule_set(db, version)
-                features = dict(stored)
                 for rules, flagged in ((current, current_flagged), (candidate, candidate_flagged)):
-                    if rules.windows != scored_by.windows and journal_id in found:
-                        band, transfers = await window_counts(tx, found[journal_id], rules.windows)
-                        features = {
-                            **features,
-                            "band_count": band,
-                            "transfers_in_window": transfers,
-                        }
+                    features = dict(stored)
+                    if rules.windows != scored_by[version].windows and journal_id in found:
+                        counts = await window_counts(tx, found[journal_id], rules.windows)
+                        features["band_count"], features["transfers_in_window"] = counts
                     if rules.score(features).score >= threshold:
                         flagged.add(journal_id)
-                    features = dict(stored)
             if not complete:
                 break
         resolved = (

@@ -273,11 +273,13 @@ def fraud_backtest(
 
     from app.errors import BankError
     from app.services import fraud
+    from app.services.audit import SYSTEM
     from app.services.rules import RulesError, load_rules
 
     async def run(_db, _security, settings, database):  # type: ignore[no-untyped-def]
         return await fraud.backtest(
             database,
+            actor=SYSTEM,
             current=load_rules(settings.fraud_rules_path),
             candidate_text=rules.read_text(encoding="utf-8"),
             since=date.fromisoformat(from_),

@@ -563,6 +563,12 @@ async def test_backtest_on_a_known_history_gives_known_counts(bank, app, databas
     assert report["movements"] == 10  # two deposits, eight transfers
     assert (report["current_flagged"], report["candidate_flagged"]) == (4, 2)
     assert report["dropped_transaction_ids"] == [ids[2], ids[6]]  # the third of each four
+    (ran,) = await audit_records(database, "fraud.backtest")
+    assert (ran.actor_id, ran.entity_id) == (
+        await admin_id(bank, admin),
+        report["candidate_version"],
+    )
+    assert ran.details["candidate_flagged"] == 2 and ran.details["from"] == today
     assert report["added"] == 0 and report["complete"] is True
     # Both flags keep their fourth transfer, so both are still raised.
     assert report["confusion"] == {
@@ -607,6 +613,9 @@ async def test_the_cli_scores_the_queue_and_backtests_a_rule_file(bank, app, set
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
+    assert [r.actor_id for r in await audit_records(app.state.database, "fraud.backtest")] == [
+        "system"
+    ]
     assert (report["movements"], report["current_flagged"], report["candidate_flagged"]) == (
         4,
         1,

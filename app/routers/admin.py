@@ -350,9 +350,14 @@ async def backtest(
     """Re-score the movements of a period with a candidate rule set (the rule file's TOML) and
     compare with the current rules: how many it flags, which it adds and drops, and, against
     flags already resolved, a confusion matrix with precision and recall. Read-only, from
-    one snapshot, bounded by `BANK_FRAUD_BACKTEST_SECONDS`. A bad rule set is 422 naming the
-    rule and field. Admins only."""
+    one snapshot, bounded by `BANK_FRAUD_BACKTEST_SECONDS`; the run is audited. A bad rule set
+    is 422 naming the rule and field. Admins only."""
     report = await fraud.backtest(
-        database, current=rules, candidate_text=body.rules, since=body.from_, until=body.to
+        database,
+        actor=Actor.of(principal),
+        current=rules,
+        candidate_text=body.rules,
+        since=body.from_,
+        until=body.to,
     )
     return BacktestOut.model_validate(report)

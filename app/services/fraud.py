@@ -451,6 +451,38 @@ def _ratio(num: int, den: int) -> str | None:
 async def backtest(
     database: Database,
     *,
+    actor: Actor,
+    current: RuleSet,
+    candidate_text: str,
+    since: date,
+    until: date,
+) -> dict[str, Any]:
+    """A backtest (see `_backtest`), audited: who ran which rule set over which period."""
+    report = await _backtest(
+        database, current=current, candidate_text=candidate_text, since=since, until=until
+    )
+    async with database.session() as db, unit_of_work(db) as tx:
+        await audit.record(
+            tx,
+            actor=actor,
+            action="fraud.backtest",
+            entity_type="rule_set",
+            entity_id=report["candidate_version"],
+            details={
+                "from": since.isoformat(),
+                "to": until.isoformat(),
+                "movements": report["movements"],
+                "current_flagged": report["current_flagged"],
+                "candidate_flagged": report["candidate_flagged"],
+                "complete": report["complete"],
+            },
+        )
+    return report
+
+
+async def _backtest(
+    database: Database,
+    *,
     current: RuleSet,
     candidate_text: str,
     since: date,

@@ -52,12 +52,14 @@ def serve(
     """Apply pending migrations once, then serve the API with uvicorn."""
     import uvicorn
 
+    from app.services.loan_products import ProductsError, load_products
     from app.services.rules import RulesError, load_rules
 
     settings = load_settings()  # creates the development secrets before workers start
     try:
         load_rules(settings.fraud_rules_path)  # each worker loads them again; fail here first
-    except RulesError as exc:
+        load_products(settings.loan_products_path)
+    except (RulesError, ProductsError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     migrate_database(settings)
@@ -304,6 +306,24 @@ def fraud_score() -> None:
         return await drain_all(database, load_rules(settings.fraud_rules_path))
 
     typer.echo(f"scored {asyncio.run(_with_session(run))} movements")
+
+
+loans_cli = typer.Typer(help="Loans: the daily accrual.", no_args_is_help=True)
+cli.add_typer(loans_cli, name="loans")
+
+
+@loans_cli.command("accrue")
+def loans_accrue() -> None:
+    """Catch every active loan up to today: daily interest, due dates, late fees (a running
+    server's jobs do this every midnight; running it twice a day posts nothing twice)."""
+    from app.services.accrual import accrue_all
+
+    async def run(_db, _security, _settings, database):  # type: ignore[no-untyped-def]
+        return await accrue_all(database)
+
+    done = asyncio.run(_with_session(run))
+    posted = sum(1 for d in done if d.posted)
+    typer.echo(f"{len(done)} active loans caught up; {posted} with postings")
 
 
 def main() -> None:

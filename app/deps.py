@@ -16,6 +16,7 @@ from app.models import Role
 from app.security import Principal, Security
 from app.services import audit, auth
 from app.services.audit import Actor
+from app.services.loan_products import Catalog
 from app.services.rules import RuleSet
 from app.services.scoring import Scorer
 from app.settings import Settings
@@ -39,6 +40,10 @@ async def get_scorer(request: Request) -> Scorer:
 
 async def get_rules(request: Request) -> RuleSet:
     return request.app.state.rules
+
+
+async def get_products(request: Request) -> Catalog:
+    return request.app.state.loan_products
 
 
 async def get_settings(request: Request) -> Settings:
@@ -110,6 +115,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 SecurityDep = Annotated[Security, Depends(get_security)]
 ScorerDep = Annotated[Scorer, Depends(get_scorer)]
 RulesDep = Annotated[RuleSet, Depends(get_rules)]
+ProductsDep = Annotated[Catalog, Depends(get_products)]
 CurrentUser = Annotated[Principal, Depends(get_principal)]
 CurrentCustomer = Annotated[Principal, Depends(require_role(Role.customer))]
 AdminUser = Annotated[Principal, Depends(require_role(Role.admin))]

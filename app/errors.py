@@ -209,3 +209,27 @@ class IdempotencyKeyReused(ValidationFailed):
 
 class IdempotencyInProgress(Conflict):
     title = "A request with this idempotency key is still in progress"
+
+
+class LoanNotFound(NotFound):
+    title = "Loan not found"
+
+
+class LoanNotActive(Conflict):
+    title = "The loan is not active"
+
+
+class SameApprover(Conflict):
+    title = "This admin has already approved the loan"
+
+
+class ConflictOfInterest(Forbidden):
+    title = "An admin may not decide a loan of their own"
+
+
+class PayoffExceeded(ValidationFailed):
+    title, code = "Amount above the payoff amount", "payoff_exceeded"
+
+
+class PayoffRequired(ValidationFailed):
+    title, code = "Pay the payoff amount to close the loan", "payoff_required"

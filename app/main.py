@@ -20,6 +20,7 @@ from app.routers import admin, auditor, customer, public
 from app.schemas.common import Problem
 from app.security import Security
 from app.services import jobs
+from app.services.loan_products import load_products
 from app.services.rules import load_rules
 from app.services.scoring import Scorer
 from app.settings import Settings, load_settings
@@ -31,6 +32,10 @@ OPENAPI_TAGS = [
     {"name": "customers", "description": "Registration with KYC, and customer profiles."},
     {"name": "accounts", "description": "Opening, reading, closing; statements."},
     {"name": "transactions", "description": "Deposits, withdrawals, transfers and history."},
+    {
+        "name": "loans",
+        "description": "Loan products and quotes, applications, schedules and repayments.",
+    },
     {"name": "admin", "description": "Staff users; freezing, unfreezing and closing accounts."},
     {
         "name": "fraud",
@@ -58,6 +63,7 @@ ledger, deposits, withdrawals and transfers, statements, and a hash-chained audi
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = (settings or load_settings()).resolve_secrets()
     rules = load_rules(settings.fraud_rules_path)  # a bad rule file refuses to start
+    loan_products = load_products(settings.loan_products_path)  # so does a bad products file
     database = Database(settings, background_checkpoints=True)
     scorer = Scorer(database, rules)
     observability.configure_logging(settings)
@@ -99,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.database = database
     app.state.rules = rules
+    app.state.loan_products = loan_products
     app.state.scorer = scorer
     app.state.security = Security(settings)
     app.state.rate_limits = RateLimits(settings)
@@ -113,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         public.router,
         admin.router,
         admin.fraud_router,
+        admin.loan_router,
         auditor.router,
     )
     for router in routers:

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     fraud_backtest_seconds: float = Field(default=20.0, gt=0)
     review_threshold: Decimal = Field(default=Decimal("50000.00"), gt=0, decimal_places=2)
     hold_expiry: timedelta = Field(default=timedelta(hours=72), gt=timedelta(0))
+    # Loans (app/services/loans.py, app/services/accrual.py; README, Loans).
+    loan_products_path: Path | None = None
+    four_eyes_threshold: Decimal = Field(default=Decimal("100000.00"), gt=0, decimal_places=2)
+    loan_grace_days: int = Field(default=5, ge=0, le=365)
+    loan_late_fee: Decimal = Field(default=Decimal("25.00"), ge=0, decimal_places=2)
     # Rate limits (app/ratelimit.py), as `limits` strings: "N/second|minute|hour|day", several
     # joined by ";". Each is far above honest use and above what the project's own load
     # tools send from one address (README, Configuration); production may lower them.
@@ -133,6 +138,14 @@ class Settings(BaseSettings):
     @property
     def review_threshold_minor(self) -> int:
         return int(self.review_threshold * 100)
+
+    @property
+    def four_eyes_threshold_minor(self) -> int:
+        return int(self.four_eyes_threshold * 100)
+
+    @property
+    def loan_late_fee_minor(self) -> int:
+        return int(self.loan_late_fee * 100)
 
     @property
     def json_logs(self) -> bool:

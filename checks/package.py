@@ -19,6 +19,7 @@ MUST_SHIP = (
     "app/migrations/script.py.mako",
     "app/data/watchlist.txt",
     "app/data/fraud_rules.toml",
+    "app/data/loan_products.toml",
 )
 MUST_NOT_SHIP = ("tests/", "bench/", "checks/")
 

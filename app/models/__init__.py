@@ -30,6 +30,14 @@ from app.models.ledger import (
     JournalStatus,
     OutgoingMinute,
 )
+from app.models.loan import (
+    Installment,
+    Loan,
+    LoanApproval,
+    LoanStatus,
+    Recommendation,
+    Repayment,
+)
 from app.models.user import LoginThrottle, RefreshToken, Role, User
 
 __all__ = [
@@ -51,6 +59,7 @@ __all__ = [
     "Hold",
     "HoldStatus",
     "IdempotencyRecord",
+    "Installment",
     "Job",
     "JobKind",
     "Journal",
@@ -59,10 +68,15 @@ __all__ = [
     "KycDocument",
     "KycStatus",
     "ListEntry",
+    "Loan",
+    "LoanApproval",
+    "LoanStatus",
     "LoginThrottle",
     "OutgoingMinute",
     "Payee",
+    "Recommendation",
     "RefreshToken",
+    "Repayment",
     "Role",
     "RuleSet",
     "ScoreQueue",

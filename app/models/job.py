@@ -17,6 +17,8 @@ class JobKind(StrEnum):
     """The automatic KYC check of a new registration (app.services.kyc)."""
     hold_expiry = "hold.expire"
     """Rejects a held transaction nobody decided within BANK_HOLD_EXPIRY (app.services.holds)."""
+    loan_accrual = "loan.accrue"
+    """A loan's daily interest, due dates and late fees to today (app.services.accrual)."""
 
 
 class Job(Base):

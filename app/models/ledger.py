@@ -44,6 +44,12 @@ class JournalKind(StrEnum):
     """Cash out: the customer's account is debited against the bank's cash account."""
     transfer = "transfer"
     """Between two customer accounts of one currency."""
+    disbursement = "disbursement"
+    """A loan paid out: the customer's account is credited against the bank's loans account."""
+    repayment = "repayment"
+    """A loan repaid from the customer's account: principal, interest and fees."""
+    accrual = "accrual"
+    """Interest (and late fees) a loan earned: receivable against income, bank accounts only."""
     reversal = "reversal"
     """Undoes an earlier journal with opposite entries; entries are never edited."""
 

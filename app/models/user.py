@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, BigId, UTCDateTime, utcnow
@@ -29,6 +29,11 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # No foreign key: customers already refer to users, and SQLite would rebuild this
+    # table to add one.
+    linked_customer_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """Staff only: the customer record this person banks as, if any. They never decide
+    that customer's loans."""
 
 
 class RefreshToken(Base):

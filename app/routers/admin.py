@@ -25,8 +25,9 @@ from app.schemas.fraud import (
     RejectIn,
 )
 from app.schemas.ledger import AccountOut, AccountStatusChange
+from app.schemas.loan import AdminLoanOut
 from app.schemas.staff import StaffCreate, StaffOut
-from app.services import accounts, fraud, holds, staff
+from app.services import accounts, fraud, holds, loans, staff
 from app.services.audit import Actor
 
 router = APIRouter(prefix="/api/admin", tags=["admin"], route_class=DecimalRoute)
@@ -361,3 +362,88 @@ async def backtest(
         until=body.to,
     )
     return BacktestOut.model_validate(report)
+
+
+# --- loan decisions (API.md §7) ----------------------------------------------------
+
+loan_router = APIRouter(prefix="/api/admin", tags=["loans"], route_class=DecimalRoute)
+
+LoanId = Annotated[str, Path(pattern=DIGITS, description="The loan's id")]
+
+
+@loan_router.get(
+    "/loans",
+    response_model=Page[AdminLoanOut],
+    summary="The loan queue: applications and loans, oldest first",
+    responses=problem_responses(401, 403, 422),
+)
+async def list_loans(
+    principal: AdminUser,
+    db: DbSession,
+    status: Literal["pending", "active", "rejected", "withdrawn", "paid_off"] | None = None,
+    recommendation: Literal["approve", "review", "decline"] | None = None,
+    limit: Limit = 50,
+    cursor: str | None = None,
+) -> Page[AdminLoanOut]:
+    """Loans, oldest first, by status (`pending`: waiting for a first or second approval) and
+    recommendation, with the debt to income, the reasons and the approvals so far. Admins
+    only."""
+    page = await loans.admin_list(
+        db, status=status, recommendation=recommendation, cursor=cursor, limit=limit
+    )
+    return Page[AdminLoanOut](
+        items=[AdminLoanOut.model_validate(v.as_dict()) for v in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@loan_router.get(
+    "/loans/{loan_id:digits}",
+    response_model=AdminLoanOut,
+    summary="A loan with its recommendation and approvals",
+    responses=problem_responses(401, 403, 404),
+)
+async def get_loan(loan_id: LoanId, principal: AdminUser, db: DbSession) -> AdminLoanOut:
+    """Any loan, with the debt to income, the recommendation and its reasons (advice, never the
+    decision) and the approvals so far. Admins only."""
+    return AdminLoanOut.model_validate((await loans.admin_get(db, loan_id)).as_dict())
+
+
+@loan_router.post(
+    "/loans/{loan_id:digits}/approve",
+    response_model=AdminLoanOut,
+    summary="Approve a loan: the last approval it needs pays it out",
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
+)
+async def approve_loan(
+    loan_id: LoanId, principal: AdminUser, db: DbSession, body: ApproveIn | None = None
+) -> AdminLoanOut:
+    """Approve a `pending` loan (audited, with the reason if given). Below
+    `BANK_FOUR_EYES_THRESHOLD` one approval disburses it; at or above it two different
+    admins must approve: the first leaves it `pending` with `approvals: 1`, the same admin
+    again is 409 `same_approver`. The approval that completes the count makes it `active`
+    and pays the principal into the customer's account, in one transaction. An admin whose
+    user is linked to the loan's customer is 403 `conflict_of_interest`; a decided loan is
+    409 `already_decided`; a disbursement account frozen or closed meanwhile is 409
+    `account_not_active`. Admins only."""
+    view = await loans.decide(
+        db, loan_id=loan_id, approve=True, principal=principal, reason=body.reason if body else None
+    )
+    return AdminLoanOut.model_validate(view.as_dict())
+
+
+@loan_router.post(
+    "/loans/{loan_id:digits}/reject",
+    response_model=AdminLoanOut,
+    summary="Reject a loan application",
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
+)
+async def reject_loan(
+    loan_id: LoanId, body: RejectIn, principal: AdminUser, db: DbSession
+) -> AdminLoanOut:
+    """Reject a `pending` loan with a reason (audited), whatever approvals it has. A decided
+    loan is 409 `already_decided`. Admins only."""
+    view = await loans.decide(
+        db, loan_id=loan_id, approve=False, principal=principal, reason=body.reason
+    )
+    return AdminLoanOut.model_validate(view.as_dict())

@@ -14,6 +14,7 @@ from app.deps import (
     CurrentUser,
     DatabaseDep,
     DbSession,
+    ProductsDep,
     ScorerDep,
     SettingsDep,
 )
@@ -39,7 +40,18 @@ from app.schemas.ledger import (
     TransferIn,
     WithdrawalIn,
 )
-from app.services import accounts, customers, history, ledger, statements
+from app.schemas.loan import (
+    LoanApply,
+    LoanOut,
+    ProductOut,
+    QuoteIn,
+    QuoteOut,
+    RepaymentIn,
+    RepaymentOut,
+    ScheduleOut,
+    ScheduleRowOut,
+)
+from app.services import accounts, customers, history, ledger, loans, repayments, statements
 from app.services.ledger import Movement
 from app.services.scoring import Scorer
 
@@ -412,3 +424,216 @@ async def get_transaction(
     transaction is 404."""
     view = await history.get_transaction(db, principal=principal, transaction_id=transaction_id)
     return TransactionOut.model_validate(view)
+
+
+# --- loans (API.md §6) ------------------------------------------------------------------
+
+LoanIdPath = Annotated[str, Path(pattern=DIGITS, description="The loan's id")]
+
+
+def _replayable(body: dict[str, Any], *, replayed: bool) -> Response:
+    """201 with an answer as filed under its Idempotency-Key (the schema's fields)."""
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return Response(
+        orjson.dumps(body), status_code=201, headers=headers, media_type="application/json"
+    )
+
+
+@banking.get(
+    "/loans/products",
+    tags=["loans"],
+    response_model=Page[ProductOut],
+    summary="The loan products: rates, principal and term ranges",
+)
+async def loan_products(catalog: ProductsDep) -> Page[ProductOut]:
+    """Every loan product: its annual rate (APR, percent), principal range and term range in
+    months. No login needed."""
+    items = [
+        ProductOut(
+            product=p.code,
+            name=p.name,
+            annual_rate=loans.rate_text(p.annual_rate),
+            min_principal=format_amount(p.min_principal),
+            max_principal=format_amount(p.max_principal),
+            min_term_months=p.min_term_months,
+            max_term_months=p.max_term_months,
+        )
+        for p in catalog.products.values()
+    ]
+    return Page[ProductOut](items=items, next_cursor=None)
+
+
+@banking.post(
+    "/loans/quote",
+    tags=["loans"],
+    response_model=QuoteOut,
+    summary="Quote a loan: the payment and the whole schedule",
+    responses=problem_responses(400, 422),
+)
+async def loan_quote(body: QuoteIn, catalog: ProductsDep, database: DatabaseDep) -> QuoteOut:
+    """The monthly payment, total interest and amortization schedule of a product's loan, due
+    dates as if paid out today. payment = P·r / (1 − (1+r)^−n), r = APR / 12, rounded
+    half-up to the cent; each row's interest is round(balance · r); the last row absorbs
+    the rounding. A principal or term outside the product's range is 422 naming the field.
+    No login needed."""
+    view = loans.quote(
+        catalog,
+        product=body.product,
+        principal=body.principal,
+        term_months=body.term_months,
+        today=loans.today_of(database),
+    )
+    return QuoteOut.model_validate(view)
+
+
+@banking.post(
+    "/loans",
+    tags=["loans"],
+    status_code=201,
+    response_model=LoanOut,
+    summary="Apply for a loan",
+    responses=problem_responses(401, 403, 404, 409, 422, 429),
+)
+async def apply_for_loan(
+    body: LoanApply,
+    principal: MoneyMover,
+    db: DbSession,
+    catalog: ProductsDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    """Apply for a loan paid out to one of the caller's accounts: 201 with the loan, `pending`,
+    and its quote. An admin decides (two admins at or above `BANK_FOUR_EYES_THRESHOLD`).
+    The customer must be `Active` (403 `kyc_required` / `customer_suspended`); a principal
+    or term outside the product's range is 422 naming the field; another customer's
+    account is 404. Send an `Idempotency-Key` to make a retry safe. Customers only."""
+    applied = await loans.apply(
+        db,
+        catalog,
+        principal=principal,
+        product=body.product,
+        amount=body.principal,
+        term_months=body.term_months,
+        monthly_income=body.monthly_income,
+        account_number=body.account_number,
+        purpose=body.purpose,
+        idempotency_key=idempotency_key,
+    )
+    return _replayable(applied.body, replayed=applied.replayed)
+
+
+@banking.get(
+    "/loans",
+    tags=["loans"],
+    response_model=Page[LoanOut],
+    summary="My loans",
+    responses=problem_responses(401, 403, 422),
+)
+async def list_my_loans(
+    principal: CurrentCustomer, db: DbSession, limit: Limit = 50, cursor: str | None = None
+) -> Page[LoanOut]:
+    """The caller's loans and applications, oldest first, a page at a time. Customers only."""
+    page = await loans.list_loans(db, principal=principal, cursor=cursor, limit=limit)
+    return Page[LoanOut](
+        items=[LoanOut.model_validate(v) for v in page.items], next_cursor=page.next_cursor
+    )
+
+
+@banking.get(
+    "/loans/{loan_id:digits}",
+    tags=["loans"],
+    response_model=LoanOut,
+    summary="One of my loans",
+    responses=problem_responses(401, 403, 404),
+)
+async def get_my_loan(loan_id: LoanIdPath, principal: CurrentCustomer, db: DbSession) -> LoanOut:
+    """One of the caller's loans: status, outstanding principal, the payoff amount today,
+    the next due date and, when active, what is overdue and since how many days. Customers
+    only; another customer's loan is 404."""
+    return LoanOut.model_validate(await loans.get_loan(db, principal=principal, loan_id=loan_id))
+
+
+@banking.get(
+    "/loans/{loan_id:digits}/schedule",
+    tags=["loans"],
+    response_model=ScheduleOut,
+    summary="A loan's amortization schedule as JSON, CSV or PDF",
+    responses={
+        **problem_responses(401, 403, 404, 422),
+        200: {"content": {"text/csv": {}, "application/pdf": {}}},
+    },
+)
+async def loan_schedule(
+    loan_id: LoanIdPath,
+    principal: CurrentCustomer,
+    db: DbSession,
+    settings: SettingsDep,
+    format: Literal["json", "csv", "pdf"] = "json",
+) -> Any:
+    """The loan's installments with what has been paid of each; a loan not yet paid out shows
+    its schedule as if paid out today. `format=json` (default), `csv` or `pdf` (downloads).
+    Customers only; another customer's loan is 404."""
+    view, rows = await loans.customer_schedule(db, principal=principal, loan_id=loan_id)
+    if format == "json":
+        return ScheduleOut(
+            loan_id=view.loan_id,
+            status=view.status,
+            currency=view.currency,
+            rows=[ScheduleRowOut.model_validate(row) for row in rows],
+        )
+    return download(await loans.export_schedule(view, rows, format, bank_name=settings.bank_name))
+
+
+@banking.post(
+    "/loans/{loan_id:digits}/withdraw",
+    tags=["loans"],
+    response_model=LoanOut,
+    summary="Withdraw my pending application",
+    responses=problem_responses(401, 403, 404, 409),
+)
+async def withdraw_loan(loan_id: LoanIdPath, principal: CurrentCustomer, db: DbSession) -> LoanOut:
+    """Withdraw a `pending` application: status `withdrawn` (audited). Anything else is 409
+    `already_decided`. Customers only; another customer's loan is 404."""
+    return LoanOut.model_validate(await loans.withdraw(db, principal=principal, loan_id=loan_id))
+
+
+@banking.post(
+    "/loans/{loan_id:digits}/repayments",
+    tags=["loans"],
+    status_code=201,
+    response_model=RepaymentOut,
+    summary="Repay a loan (or see what a repayment would do: dry_run=true)",
+    responses={
+        **problem_responses(401, 403, 404, 409, 422, 429),
+        200: {"model": RepaymentOut, "description": "A dry run: nothing was written"},
+    },
+)
+async def repay_loan(
+    loan_id: LoanIdPath,
+    body: RepaymentIn,
+    principal: MoneyMover,
+    db: DbSession,
+    dry_run: bool = False,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    """Repay from one of the caller's accounts. The amount goes to fees, then interest due, then
+    principal due (oldest installment first within each), then future principal, which
+    lowers the installments not yet due (same term, lower payment); the answer lists the
+    `allocation`. Paying exactly `payoff_amount` closes the loan (`paid_off`, with the
+    interest accrued since the last due date); more is 422 `payoff_exceeded`, and an
+    amount that would clear the principal but not that interest is 422
+    `payoff_required`. `dry_run=true` answers 200 with the same allocation and the new
+    schedule and writes nothing. Send an `Idempotency-Key` to make a retry safe. A loan
+    not active is 409 `loan_not_active`. Customers only; another customer's loan or
+    account is 404."""
+    repaid = await repayments.repay(
+        db,
+        principal=principal,
+        loan_id=loan_id,
+        amount=body.amount,
+        from_account=body.from_account,
+        idempotency_key=idempotency_key,
+        dry_run=dry_run,
+    )
+    if dry_run:
+        return Response(orjson.dumps(repaid.body), media_type="application/json")
+    return _replayable(repaid.body, replayed=repaid.replayed)

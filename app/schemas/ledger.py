@@ -85,7 +85,9 @@ class TransferIn(Body):
 
 class TransactionOut(Schema):
     transaction_id: str
-    type: Literal["deposit", "withdrawal", "transfer", "reversal"]
+    type: Literal[
+        "deposit", "withdrawal", "transfer", "disbursement", "repayment", "accrual", "reversal"
+    ]
     status: Literal["completed", "pending_review", "rejected"]
     amount: str = Field(examples=["12.50"])
     currency: str

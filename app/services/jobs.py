@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database, Tx, database_of, retry_on_conflict, unit_of_work
 from app.models import Job, JobKind
-from app.services import holds, kyc
+from app.services import accrual, holds, kyc
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ Handler = Callable[[AsyncSession, Tx, dict[str, Any]], Awaitable[None]]
 HANDLERS: dict[str, Handler] = {
     JobKind.kyc_check: kyc.run_check,
     JobKind.hold_expiry: holds.expire,
+    JobKind.loan_accrual: accrual.run_job,
 }
 MAX_ATTEMPTS = 5
 

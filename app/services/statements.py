@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
-import anyio
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,8 +24,8 @@ from app.models import Customer, Entry, Journal
 from app.money import format_amount
 from app.schemas.common import day_start
 from app.security import Principal
-from app.services import accounts
-from app.services.exports import Download
+from app.services import accounts, exports
+from app.services.exports import Download, latin1
 
 MAX_PERIOD_DAYS = 366 * 5
 
@@ -181,13 +180,7 @@ def render_csv(statement: Statement) -> str:
     return buffer.getvalue()
 
 
-# The PDF's entry table is set in Courier, one text run per row: fixed-width columns
-# padded with spaces line up without measuring strings, and a statement of 10,000
-# entries takes a fraction of a second (fpdf2's cell() per value took seconds).
-PDF_FONT_SIZE = 8  # pt: a Courier character is 0.6 em, 1.69 mm
-PDF_ROW_HEIGHT = 5.5  # mm
-PDF_MARGIN = 10.0  # mm, left, right and top; a row is 111 characters, 188 mm
-PDF_BOTTOM = 16.0  # mm kept free for the page footer
+# A row of the PDF's table is 111 characters (exports.table_pdf sets it in Courier).
 W_ID, W_TYPE, W_TEXT, W_MONEY = 11, 10, 31, 15  # characters; the time takes 19
 GAP = "  "
 PDF_HEADING = GAP.join(
@@ -202,44 +195,20 @@ PDF_HEADING = GAP.join(
 )
 
 
-def _latin1(text: str | None) -> str:
-    """Core PDF fonts are Latin-1; anything else prints as '?'."""
-    return (text or "").encode("latin-1", "replace").decode("latin-1")
-
-
 def pdf_lines(statement: Statement) -> list[str]:
     """The entry table's rows as fixed-width text, oldest first. A value wider than its
     column (a balance above 10^12) pushes the rest of its row right; none is cut."""
     return [
         f"{e['posted_at'][:10]} {e['posted_at'][11:19]}{GAP}"
         f"{e['transaction_id']:>{W_ID}}{GAP}{e['type']:<{W_TYPE}}{GAP}"
-        f"{_latin1(e['description'])[:W_TEXT]:<{W_TEXT}}{GAP}"
+        f"{latin1(e['description'])[:W_TEXT]:<{W_TEXT}}{GAP}"
         f"{e['amount']:>{W_MONEY}}{GAP}{e['balance']:>{W_MONEY}}"
         for e in statement.entries
     ]
 
 
-def _render_pdf(statement: Statement) -> bytes:
-    # Imported here: fpdf2 takes most of a second to import, which every worker would pay
-    # at start-up for a feature most requests never use.
-    from fpdf import FPDF
-
-    pdf = FPDF(orientation="P", unit="mm", format="A4")
-    pdf.set_title(f"Statement {statement.account_number}")
-    pdf.set_margins(PDF_MARGIN, PDF_MARGIN, PDF_MARGIN)
-    pdf.set_auto_page_break(auto=False)
-
-    def footer() -> None:
-        pdf.set_y(-12)
-        pdf.set_font("Helvetica", size=8)
-        pdf.cell(0, 6, f"Page {pdf.page_no()} of {{nb}}", align="C")
-
-    pdf.footer = footer  # type: ignore[method-assign]
-    pdf.add_page()
-    pdf.set_font("Helvetica", "B", 16)
-    pdf.cell(0, 10, _latin1(statement.bank_name), new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font("Helvetica", size=10)
-    for label, value in (
+def _pdf_heading(statement: Statement) -> list[tuple[str, str]]:
+    return [
         ("Customer", f"{statement.customer_name} ({statement.customer_id})"),
         ("Account", f"{statement.account_number} ({statement.account_type}, {statement.currency})"),
         ("Period", f"{statement.period_from.isoformat()} to {statement.period_to.isoformat()}"),
@@ -248,30 +217,14 @@ def _render_pdf(statement: Statement) -> bytes:
         ("Total out", format_amount(statement.total_out)),
         ("Closing balance", format_amount(statement.closing_balance)),
         ("Entries", str(len(statement.entries))),
-    ):
-        pdf.cell(40, 6, label)
-        pdf.cell(0, 6, _latin1(value), new_x="LMARGIN", new_y="NEXT")
-    pdf.ln(4)
-
-    bottom = pdf.h - PDF_BOTTOM
-    x = PDF_MARGIN
-
-    def table_heading(top: float) -> float:
-        pdf.set_font("Courier", "B", PDF_FONT_SIZE)
-        pdf.text(x, top + 3, PDF_HEADING)
-        pdf.line(x, top + 4.2, pdf.w - PDF_MARGIN, top + 4.2)
-        pdf.set_font("Courier", size=PDF_FONT_SIZE)
-        return top + 4.2 + PDF_ROW_HEIGHT
-
-    y = table_heading(pdf.get_y())
-    for line in pdf_lines(statement):
-        if y > bottom:
-            pdf.add_page()
-            y = table_heading(PDF_MARGIN)
-        pdf.text(x, y, line)
-        y += PDF_ROW_HEIGHT
-    return bytes(pdf.output())
+    ]
 
 
 async def render_pdf(statement: Statement) -> bytes:
-    return await anyio.to_thread.run_sync(_render_pdf, statement)
+    return await exports.table_pdf(
+        f"Statement {statement.account_number}",
+        _pdf_heading(statement),
+        PDF_HEADING,
+        pdf_lines(statement),
+        heading=statement.bank_name,
+    )

@@ -5,7 +5,7 @@ their allocation, dry runs, and the daily accrual with late fees on a moved cloc
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 import pytest
@@ -168,7 +168,7 @@ async def test_an_application_is_pending_with_its_quote_and_idempotent(bank, app
 
 async def test_an_application_needs_an_active_customer_and_an_own_account(bank, app):
     body, headers, number = await funded_account(bank, "0.00")
-    _, other_headers, other_number = await funded_account(bank, "0.00")
+    _, _other_headers, other_number = await funded_account(bank, "0.00")
     problem(await apply(bank, headers, other_number), 404, "account_not_found")
     problem(await apply(bank, headers, number, principal="60000.00"), 422, "validation_error")
     await execute(
@@ -217,7 +217,7 @@ async def test_the_recommendation_gives_its_reasons_to_admins(bank, app):
 
 
 async def test_another_loan_in_arrears_is_a_reason(bank, app):
-    headers, number, loan, _ = await active_loan(bank, app, on=date(2027, 1, 15))
+    headers, number, _loan, _ = await active_loan(bank, app, on=date(2027, 1, 15))
     move_clock(app, date(2027, 2, 20))  # the first installment, due 2027-02-15, unpaid
     second = await applied(bank, headers, number)
     admin = await bank.staff()
@@ -497,7 +497,7 @@ async def test_a_repayment_is_idempotent_and_needs_the_funds(bank, app):
 
 
 async def test_accrual_and_a_late_fee_post_once_per_day_with_a_moved_clock(bank, app, database):
-    headers, number, loan, _ = await active_loan(bank, app, on=date(2027, 1, 15), funds="0.00")
+    headers, _number, loan, _ = await active_loan(bank, app, on=date(2027, 1, 15), funds="0.00")
     move_clock(app, date(2027, 1, 25))
     done = await accrual.accrue_all(database)
     daily = round(1_000_000 * 0.1199 / 365)  # 3.28 a day
@@ -522,7 +522,7 @@ async def test_accrual_and_a_late_fee_post_once_per_day_with_a_moved_clock(bank,
 
 
 async def test_the_accrual_job_catches_up_after_downtime_and_requeues_itself(bank, app, database):
-    headers, number, loan, _ = await active_loan(bank, app, on=date(2027, 1, 15), funds="0.00")
+    _headers, _number, _loan, _ = await active_loan(bank, app, on=date(2027, 1, 15), funds="0.00")
     queued = await scalar(
         app, "SELECT COUNT(*) FROM jobs WHERE kind = 'loan.accrue' AND status = 'queued'"
     )

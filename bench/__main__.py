@@ -6,6 +6,8 @@ books verified after every run, and pass/fail per target.
     python -m bench                      # everything (about 8 minutes)
     python -m bench --engines sqlite     # SQLite only
     python -m bench --quick              # a short smoke run
+    python -m bench --product-only       # the product scenario (fraud scoring) only
+    python -m bench --loans-only         # the loans scenario (GET /api/loans/{id}) only
 """
 
 from __future__ import annotations
@@ -237,24 +239,32 @@ def bench_engine(
     engine: str, workers_list: list[int], args: argparse.Namespace, workdir: Path
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"engine": engine, "runs": []}
-    print(f"\n== {engine}: seeding {CUSTOMERS} customers", flush=True)
-    template = Run(engine, 0, args.pg_url, workdir)
-    try:
-        template.create()
-        seeded = asyncio.run(
-            seed_customers(
-                template.settings, count=CUSTOMERS, accounts_each=1, opening_minor=OPENING_MINOR
+    if workers_list or not args.no_product:  # the loans scenario seeds books of its own
+        print(f"\n== {engine}: seeding {CUSTOMERS} customers", flush=True)
+        template = Run(engine, 0, args.pg_url, workdir)
+        try:
+            template.create()
+            seeded = asyncio.run(
+                seed_customers(
+                    template.settings,
+                    count=CUSTOMERS,
+                    accounts_each=1,
+                    opening_minor=OPENING_MINOR,
+                )
             )
-        )
-        tokens = _measure_runs(engine, workers_list, args, workdir, template, seeded, out)
-        if not args.no_product:
-            from bench import product
+            tokens = _measure_runs(engine, workers_list, args, workdir, template, seeded, out)
+            if not args.no_product:
+                from bench import product
 
-            out["product"] = product.throughput(
-                engine, args, workdir, template, tokens, seeded, Run, measure, transfer_factory
-            )
-    finally:
-        template.drop()
+                out["product"] = product.throughput(
+                    engine, args, workdir, template, tokens, seeded, Run, measure, transfer_factory
+                )
+        finally:
+            template.drop()
+    if not args.no_loans:
+        from bench import loans
+
+        out["loans"] = loans.latency(engine, args, workdir, Run)
     return out
 
 
@@ -368,11 +378,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--product-only", action="store_true", help="only the product scenario (fraud scoring)"
     )
+    parser.add_argument(
+        "--no-loans", action="store_true", help="skip the loans scenario (GET /api/loans/{id})"
+    )
+    parser.add_argument(
+        "--loans-only", action="store_true", help="only the loans scenario (GET /api/loans/{id})"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.ceiling_duration, args.concurrency = 3.0, 2.0, [8, 32]
-    if args.product_only:
+    only = [name for name in ("product", "loans") if getattr(args, f"{name}_only")]
+    if only:  # the scenarios named, and nothing else
         args.no_scale = True
+        args.no_product = args.no_product or "product" not in only
+        args.no_loans = args.no_loans or "loans" not in only
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     workdir = Path(tempfile.mkdtemp(prefix="bank-bench-"))
     started = time.perf_counter()
@@ -390,14 +409,14 @@ def main(argv: list[str] | None = None) -> int:
         },
         "engines": {},
     }
-    if "postgres" in engines and not args.product_only:
+    if "postgres" in engines and not only:
         print("\n== postgres: pgbench (TPC-B-like) ceiling", flush=True)
         tps = pg_ceiling.measure(args.pg_url, args.concurrency, seconds=args.duration)
         results["raw_ceiling"]["postgres_pgbench_tps"] = {str(c): v for c, v in tps.items()}
     try:
         for engine in engines:
             workers = [1, 2] if engine == "sqlite" else [2, 4]
-            if args.product_only:
+            if only:
                 workers = []
             results["engines"][engine] = bench_engine(engine, workers, args, workdir)
         if not args.no_product:
@@ -411,6 +430,12 @@ def main(argv: list[str] | None = None) -> int:
                 },
                 "history": product.history_cost(workdir, _history_settings),
             }
+        if not args.no_loans:
+            results["loans"] = {
+                engine: data["loans"]
+                for engine, data in results["engines"].items()
+                if "loans" in data
+            }
         if not args.no_scale:
             from bench import scale
 
@@ -421,15 +446,20 @@ def main(argv: list[str] | None = None) -> int:
     results["targets"] = report.evaluate(results)
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
+    # A run of the loans scenario alone is filed under its name: it does not overwrite
+    # the day's full (or product) results, nor their chart of transfers.
+    prefix = f"{stamp}-loans" if only == ["loans"] else stamp
     for engine in engines:
-        path = RESULTS / f"{stamp}-{engine}.json"
+        path = RESULTS / f"{prefix}-{engine}.json"
         path.write_text(
             json.dumps({**results, "engines": {engine: results["engines"][engine]}}, indent=2)
         )
+        print(f"results: {path}")
     print(report.markdown(results))
-    chart = report.chart(results, RESULTS / f"{stamp}-chart.png")
-    if chart:
-        print(f"chart: {chart}")
+    if any(data["runs"] for data in results["engines"].values()):
+        chart = report.chart(results, RESULTS / f"{stamp}-chart.png")
+        if chart:
+            print(f"chart: {chart}")
     failed = [t for t in results["targets"] if not t["pass"]]
     print(
         f"\n{len(results['targets']) - len(failed)} of {len(results['targets'])} targets pass"

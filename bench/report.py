@@ -1,4 +1,5 @@
-"""Targets of issue 9, the markdown table and the chart."""
+"""Targets of issue 9 (and of the product and loans scenarios), the markdown table and the
+chart."""
 
 from __future__ import annotations
 
@@ -75,6 +76,10 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         from bench import product
 
         targets += product.targets(results["product"])
+    if results.get("loans"):
+        from bench import loans
+
+        targets += loans.targets(results["loans"])
     return targets
 
 
@@ -122,6 +127,10 @@ def markdown(results: dict[str, Any]) -> str:
         from bench import product
 
         lines += product.markdown(results["product"])
+    if results.get("loans"):
+        from bench import loans
+
+        lines += loans.markdown(results["loans"])
     lines += ["", "| target | value | limit | result |", "|---|---|---|---|"]
     lines += [
         f"| {t['target']} | {t['value']} | {t['limit']} | {'pass' if t['pass'] else 'FAIL'} |"

@@ -1,6 +1,7 @@
 """What the crash test reads straight from the server's database, read-only: the SQLite
 file opened with `mode=ro`, PostgreSQL in read-only transactions. Only plain SQL both
-engines share, no parameters, and nothing written."""
+engines share, no parameters, and nothing written. The loans' side (checks/crash_loans.py)
+is read by `Books.loan_books` and `Books.filed`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import contextlib
 import json
 import sqlite3
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 SQLITE_PREFIX = "sqlite+aiosqlite:///"
@@ -44,14 +46,88 @@ class Scoring:
     flags: dict[int, list[int]]
 
 
+@dataclass(frozen=True, slots=True)
+class LoanRow:
+    """One row of `loans`, amounts in cents."""
+
+    id: int
+    customer_id: int
+    account_id: int
+    principal: int
+    status: str
+    approvals: int
+    approvals_required: int
+    outstanding_principal: int
+    disbursement_id: int | None
+    decided_by: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RepaymentRow:
+    """One row of `loan_repayments`: its principal part is what its allocation puts on
+    principal (`principal_due` and `future_principal`), in cents."""
+
+    id: int
+    loan_id: int
+    journal_id: int
+    amount: int
+    principal_part: int
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRow:
+    id: int
+    kind: str
+    amount: int
+    description: str | None
+    from_account_id: int | None
+    to_account_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class LoanBooks:
+    """What the loans left in the database: the loans, the admins' approvals (loan id,
+    admin's user id), the journals of kind disbursement and repayment, the repayments,
+    and the balance of the bank's internal `loans` account (−outstanding principal)."""
+
+    loans: dict[int, LoanRow]
+    approvals: set[tuple[int, int]]
+    disbursements: list[JournalRow]
+    repayment_journals: dict[int, JournalRow]
+    repayments: dict[int, RepaymentRow]
+    loans_account: int
+
+
+PRINCIPAL_PARTS = ("principal_due", "future_principal")
+
+
+def cents(text: Any) -> int:
+    """A two-place decimal string ("12.34") in cents."""
+    return int((Decimal(str(text)) * 100).to_integral_exact())
+
+
+def _principal_part(allocation: Any) -> int:
+    return sum(
+        cents(part["amount"]) for part in _json_list(allocation) if part["part"] in PRINCIPAL_PARTS
+    )
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 def _sqlite_rows(path: str, sql: str) -> list[tuple[Any, ...]]:
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
         return conn.execute(sql).fetchall()
 
 
-def _transaction_id(body: Any) -> str | None:
+def _body(body: Any) -> dict[str, Any]:
     answer = json.loads(body) if isinstance(body, str | bytes) else body
-    return answer.get("transaction_id") if isinstance(answer, dict) else None
+    return answer if isinstance(answer, dict) else {}
+
+
+def _transaction_id(body: Any) -> str | None:
+    return _body(body).get("transaction_id")
 
 
 def _json_list(value: Any) -> list[Any]:
@@ -96,6 +172,66 @@ class Books:
             f" WHERE key LIKE '{prefix}%'"
         )
         return {row[0]: (int(row[1]), _transaction_id(row[2])) for row in rows}
+
+    async def filed(self, prefix: str) -> dict[str, tuple[int, dict[str, Any]]]:
+        """Keys filed whose name starts with `prefix`: their status (0 while the first
+        request is in flight) and the answer filed (a JSON object, {} while in flight)."""
+        rows = await self.rows(
+            "SELECT key, response_status, response_body FROM idempotency_keys"
+            f" WHERE key LIKE '{prefix}%'"
+        )
+        return {row[0]: (int(row[1]), _body(row[2])) for row in rows}
+
+    async def loan_books(self) -> LoanBooks:
+        loans = await self.rows(
+            "SELECT id, customer_id, account_id, principal, status, approvals,"
+            " approvals_required, outstanding_principal, disbursement_id, decided_by FROM loans"
+        )
+        approvals = await self.rows("SELECT loan_id, admin_id FROM loan_approvals")
+        journals = await self.rows(
+            "SELECT id, kind, amount, description, from_account_id, to_account_id FROM journals"
+            " WHERE kind IN ('disbursement', 'repayment')"
+        )
+        repayments = await self.rows(
+            "SELECT id, loan_id, journal_id, amount, allocation FROM loan_repayments"
+        )
+        lent = await self.rows(
+            "SELECT COALESCE(SUM(balance), 0) FROM accounts"
+            " WHERE kind = 'internal' AND code = 'loans'"
+        )
+        posted = [
+            JournalRow(
+                int(r[0]), r[1], int(r[2]), r[3], _optional_int(r[4]), _optional_int(r[5])
+            )
+            for r in journals
+        ]
+        return LoanBooks(
+            loans={
+                int(r[0]): LoanRow(
+                    int(r[0]),
+                    int(r[1]),
+                    int(r[2]),
+                    int(r[3]),
+                    r[4],
+                    int(r[5]),
+                    int(r[6]),
+                    int(r[7]),
+                    _optional_int(r[8]),
+                    _optional_int(r[9]),
+                )
+                for r in loans
+            },
+            approvals={(int(r[0]), int(r[1])) for r in approvals},
+            disbursements=[j for j in posted if j.kind == "disbursement"],
+            repayment_journals={j.id: j for j in posted if j.kind == "repayment"},
+            repayments={
+                int(r[0]): RepaymentRow(
+                    int(r[0]), int(r[1]), int(r[2]), int(r[3]), _principal_part(r[4])
+                )
+                for r in repayments
+            },
+            loans_account=int(lent[0][0]),
+        )
 
     async def customers(self, prefix: str) -> dict[str, str | None]:
         """Users whose username starts with `prefix`, with their customer's status."""

@@ -51,7 +51,16 @@ from app.schemas.loan import (
     ScheduleOut,
     ScheduleRowOut,
 )
-from app.services import accounts, customers, history, ledger, loans, repayments, statements
+from app.services import (
+    accounts,
+    customers,
+    history,
+    ledger,
+    loan_views,
+    loans,
+    repayments,
+    statements,
+)
 from app.services.ledger import Movement
 from app.services.scoring import Scorer
 
@@ -444,15 +453,16 @@ def _replayable(body: dict[str, Any], *, replayed: bool) -> Response:
     tags=["loans"],
     response_model=Page[ProductOut],
     summary="The loan products: rates, principal and term ranges",
+    responses=problem_responses(422),
 )
 async def loan_products(catalog: ProductsDep) -> Page[ProductOut]:
     """Every loan product: its annual rate (APR, percent), principal range and term range in
-    months. No login needed."""
+    months. No login needed; a query parameter it does not take is 422."""
     items = [
         ProductOut(
             product=p.code,
             name=p.name,
-            annual_rate=loans.rate_text(p.annual_rate),
+            annual_rate=loan_views.rate_text(p.annual_rate),
             min_principal=format_amount(p.min_principal),
             max_principal=format_amount(p.max_principal),
             min_term_months=p.min_term_months,
@@ -476,12 +486,12 @@ async def loan_quote(body: QuoteIn, catalog: ProductsDep, database: DatabaseDep)
     half-up to the cent; each row's interest is round(balance · r); the last row absorbs
     the rounding. A principal or term outside the product's range is 422 naming the field.
     No login needed."""
-    view = loans.quote(
+    view = loan_views.quote(
         catalog,
         product=body.product,
         principal=body.principal,
         term_months=body.term_months,
-        today=loans.today_of(database),
+        today=loan_views.today_of(database),
     )
     return QuoteOut.model_validate(view)
 
@@ -580,7 +590,9 @@ async def loan_schedule(
             currency=view.currency,
             rows=[ScheduleRowOut.model_validate(row) for row in rows],
         )
-    return download(await loans.export_schedule(view, rows, format, bank_name=settings.bank_name))
+    return download(
+        await loan_views.export_schedule(view, rows, format, bank_name=settings.bank_name)
+    )
 
 
 @banking.post(

@@ -19,7 +19,7 @@ from app import store
 from app.db import Database, Tx, database_of, retry_on_conflict, unit_of_work
 from app.models import Account, JobKind, Loan, LoanStatus
 from app.money import format_amount
-from app.services import audit, loan_book, loan_ledger, loans
+from app.services import audit, loan_book, loan_ledger, loan_views, loans
 from app.services.audit import SYSTEM
 
 
@@ -42,7 +42,7 @@ async def catch_up(db: AsyncSession, tx: Tx, loan_id: int, today: date) -> Accru
     if loan.status != LoanStatus.active:
         return None
     book = await loan_ledger.read_book(db, loan)
-    accrual = loan_book.advance(book, today, **loans.terms(database_of(db)))
+    accrual = loan_book.advance(book, today, **loan_views.terms(database_of(db)))
     number = await db.scalar(select(Account.number).where(Account.id == loan.account_id))
     posted = await loan_ledger.post_accrual(tx, loan, accrual, number or "")
     await loan_ledger.write_book(db, loan, book)
@@ -65,11 +65,11 @@ async def catch_up(db: AsyncSession, tx: Tx, loan_id: int, today: date) -> Accru
 
 async def run_job(db: AsyncSession, tx: Tx, payload: dict[str, Any]) -> None:
     """The job: catch the loan up to today and queue the next run for the next midnight."""
-    today = loans.today_of(database_of(db))
+    today = loan_views.today_of(database_of(db))
     done = await catch_up(db, tx, int(payload["loan_id"]), today)
     if done is not None:
         await store.enqueue_job(
-            tx, JobKind.loan_accrual, payload, run_after=loans.next_midnight(today)
+            tx, JobKind.loan_accrual, payload, run_after=loan_views.next_midnight(today)
         )
 
 
@@ -82,7 +82,7 @@ async def _catch_up_one(database: Database, loan_id: int, today: date) -> Accrue
 async def accrue_all(database: Database) -> list[Accrued]:
     """Every active loan caught up to today, each in its own transaction (`bank loans
     accrue`; the jobs do the same loan by loan)."""
-    today = loans.today_of(database)
+    today = loan_views.today_of(database)
     async with database.session() as db:
         ids = list(
             (await db.scalars(select(Loan.id).where(Loan.status == LoanStatus.active))).all()

@@ -19,10 +19,10 @@ from app.errors import CurrencyMismatch, LoanNotActive
 from app.models import Account, Loan, LoanStatus, Repayment
 from app.money import format_amount
 from app.security import Principal
-from app.services import accounts, audit, idempotency, loan_book, loan_ledger, loans
+from app.services import accounts, audit, idempotency, loan_book, loan_ledger, loan_views, loans
 from app.services.audit import Actor
 from app.services.ledger import check_funds, check_not_blocked
-from app.services.loans import LoanView, RowView
+from app.services.loan_views import LoanView, RowView
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +76,7 @@ async def _answer(
         False,
         [{"part": part, "amount": format_amount(v)} for part, v in allocation.parts.items()],
         allocation.rescheduled,
-        await loans.view_of(db, loan, number, today, book),
+        await loan_views.view_of(db, loan, number, today, book),
         [RowView.of(row, today, False) for row in left],
     )
 
@@ -112,7 +112,7 @@ async def repay(
     )
     if dry_run:
         key = None
-    today = loans.today_of(database)
+    today = loan_views.today_of(database)
     try:
         return await _repay(db, principal, loan_id, amount, source, key, today, dry_run)
     except _DryRun as done:
@@ -131,21 +131,14 @@ async def _repay(
 ) -> Repaid:
     async with audit.denials_recorded(db, actor=Actor.of(principal), action="loan.repay"):
         async with unit_of_work(db) as tx:
-            if key is None:
-                status = await store.lock_customer(tx, principal.customer_id)
-            else:
-                claim = await store.claim_key(tx, key, customer_id=principal.customer_id)
-                if not claim.claimed:
-                    body = idempotency.replayed_body(await store.stored_answer(tx, key), key)
-                    return Repaid(body, replayed=True)
-                status = claim.customer_status
-            accounts.check_can_transact(status)
+            if (replay := await loans.lock_caller(tx, principal, key)) is not None:
+                return Repaid(replay, replayed=True)
             loan, number = await loans.own_loan(db, principal, loan_id)
             loan = await loans.lock_loan(db, loan.id)
             if loan.status != LoanStatus.active:
                 raise LoanNotActive(f"Loan {loan.id} is {loan.status}.")
             book = await loan_ledger.read_book(db, loan)
-            accrual = loan_book.advance(book, today, **loans.terms(database_of(db)))
+            accrual = loan_book.advance(book, today, **loan_views.terms(database_of(db)))
             await loan_ledger.post_accrual(tx, loan, accrual, number)
             locked = await store.lock_movement(
                 tx, [source], internal=(loan_ledger.LOANS, loan_ledger.LOAN_INTEREST)

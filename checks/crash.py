@@ -23,7 +23,8 @@ through the service layer, `bank serve --workers 2` is started, and then, each c
      is not, none is left in progress; every registration answered 201 (or 409 after a
      committed first try) has its user, no other has, and no username appears twice;
    - the total of the customers' balances is what was seeded (transfers only move money
-     between the seeded accounts): drift 0.00;
+     between the seeded accounts), plus the principal of the loans paid out, less the
+     loan repayments answered 201: drift 0.00;
    - every registered customer leaves `Pending KYC Approval` within KYC_WAIT_S of the
      kill, restart included (the job sweeper runs what the kill left behind; the server
      sweeps every 0.5 s with a 5 s lease here), and no job failed;
@@ -42,6 +43,15 @@ through the service layer, `bank serve --workers 2` is started, and then, each c
      transfer (`insufficient_funds`, `daily_limit_exceeded`) or that 409.
 After the last cycle every seeded customer's transaction history and balance are read
 through the API too: each transfer answered 201 exactly once, no other, same total.
+
+Loans (checks/crash_loans.py has the details): during each load LOAN_CLIENTS more clients
+apply for loans (the payers personal loans, the demo customer home loans at or above the
+four-eyes threshold), have three admins (the demo admin and two made through the API)
+approve them concurrently (sometimes racing a rejection or the borrower's withdrawal), and
+repay them with an Idempotency-Key; the unanswered ones are re-sent after the restart like
+the rest, and the checks find every loan disbursed once (by its journal), every repayment
+key executed at most once, each loan's outstanding principal what its repayments left,
+and the answers as the database has them.
 
     python -m checks.crash [--cycles-sqlite 10] [--cycles-postgres 5] [--seed N]
 
@@ -76,8 +86,20 @@ import httpx
 from app.settings import Settings
 from bench.seed import PNG, SeededCustomer, seed_customers
 from bench.server import BANK, ROOT, Server
-from checks.crash_books import PENDING_KYC, Books, Scoring
-from checks.live import add_demo_users, fresh_environment
+from checks import crash_loans
+from checks.crash_books import PENDING_KYC, Books, LoanBooks, Scoring
+from checks.crash_loans import (
+    ADMIN_PASSWORD,
+    EXTRA_ADMINS,
+    LOAN_CLIENTS,
+    LOAN_KEY_PREFIX,
+    Admin,
+    Before,
+    Borrower,
+    LoanCall,
+    LoanTraffic,
+)
+from checks.live import DEMO, add_demo_users, fresh_environment
 
 WORKERS = 2
 CLIENTS = 12
@@ -86,6 +108,7 @@ OPENING_CENTS = 50_000  # 500.00 per seeded account
 REGISTRATION_SHARE = 0.03
 LARGE_SHARE = 0.15  # of transfers: 100.00 to 600.00, often more than the balance
 KILL_AFTER_S = (0.4, 1.8)
+LOAN_CONNECTIONS = 4 * LOAN_CLIENTS + 8  # a decision burst is up to five requests at once
 KYC_WAIT_S = 30.0
 SERVER_ENV = {
     # A job left queued is swept within half a second of the restart, one left running
@@ -225,6 +248,9 @@ class CycleNote:
     queued: int = 0  # movements in the score queue right after the kill (no server up)
     leased: int = 0  # of them, leased to a scorer the kill stopped mid-batch
     score_s: float = 0.0
+    loan_sent: int = 0
+    loan_resent: int = 0
+    loan_replayed: int = 0
 
 
 @dataclass
@@ -243,8 +269,11 @@ class EngineRun:
     server: Server | None = None
     customers: list[SeededCustomer] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)
+    loans: LoanTraffic | None = None
+    loan_books: LoanBooks | None = None  # as the last check found them
     initial_cents: int = 0
     final_cents: int | None = None
+    expected_cents: int = 0  # seeded, plus loans paid out, less repayments answered 201
     scored: int = 0  # movements scored, as the last check found them
     flagged: int = 0
     flags: int = 0
@@ -287,12 +316,13 @@ class EngineRun:
             opening_minor=OPENING_CENTS,
             prefix=PAYER_PREFIX,
         )
-        self.initial_cents = await self.books.customer_total()
+        self.initial_cents = self.expected_cents = await self.books.customer_total()
         await self.start_server()
         self.tokens = await self.login()
+        self.loans = await self.loan_traffic()
 
     async def cycle(self, number: int, traffic: Traffic) -> None:
-        calls, kill_after = await self.load_until_killed(number, traffic)
+        calls, loan_calls, kill_after = await self.load_until_killed(number, traffic)
         self.calls += calls
         killed_at = time.perf_counter()
         queue = await self.books.score_queue()  # as the kill left it
@@ -303,12 +333,19 @@ class EngineRun:
         note.queued = len(queue)
         note.leased = sum(owner is not None for _, owner, _ in queue)
         unanswered = [c for c in calls if c.first is None]
+        loans_unanswered = [c for c in loan_calls if c.first is None]
         committed = await self.committed(unanswered)
+        before = Before(await self.books.filed(LOAN_KEY_PREFIX), await self.books.loan_books())
         await self.resend(number, unanswered)
+        await self.resend_loans(number, loans_unanswered, before)
         note.resent = len(unanswered)
         note.replayed = sum(bool(c.resent and c.resent.replayed) for c in unanswered)
+        note.loan_sent = len(loan_calls)
+        note.loan_resent = len(loans_unanswered)
+        note.loan_replayed = sum(bool(c.resent and c.resent.replayed) for c in loans_unanswered)
         self.check_resent(number, unanswered, committed)
         self.check_answers(number, calls)
+        self.check_loan_answers(number, loan_calls, before)
         await self.check_books(number)
         note.kyc_s = await self.wait_for_kyc(number, killed_at)
         note.score_s = await self.wait_for_scoring(number, killed_at)
@@ -320,7 +357,9 @@ class EngineRun:
             f"{note.answered} answered, {note.resent} re-sent ({note.replayed} replayed); "
             f"restart {note.restart_s:.1f} s; {note.pending_kyc} pending KYC then, "
             f"none {note.kyc_s:.1f} s after the kill; {note.queued} queued for scoring "
-            f"at the kill ({note.leased} leased), none {note.score_s:.1f} s after",
+            f"at the kill ({note.leased} leased), none {note.score_s:.1f} s after; "
+            f"loans: {note.loan_sent} requests, {note.loan_resent} re-sent "
+            f"({note.loan_replayed} replayed)",
             flush=True,
         )
 
@@ -344,12 +383,12 @@ class EngineRun:
         if self.server is not None:
             self.server.__exit__(None, None, None)
 
-    def client(self) -> httpx.AsyncClient:
+    def client(self, connections: int = CLIENTS) -> httpx.AsyncClient:
         assert self.server is not None
         return httpx.AsyncClient(
             base_url=self.server.base_url,
             timeout=30,
-            limits=httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
         )
 
     async def login(self) -> list[str]:
@@ -364,10 +403,60 @@ class EngineRun:
                 tokens.append(response.json()["access_token"])
         return tokens
 
+    async def loan_traffic(self) -> LoanTraffic:
+        """The loan clients' cast: the payers and the demo customer (its checking account
+        gets the four-eyes loans) borrow; the demo admin and two more, made through the
+        API, decide."""
+        async with self.client() as client:
+
+            async def token(username: str, password: str) -> str:
+                response = await client.post(
+                    "/api/auth/token", data={"username": username, "password": password}
+                )
+                response.raise_for_status()
+                return response.json()["access_token"]
+
+            async def get(path: str, bearer: str) -> Any:
+                response = await client.get(path, headers={"Authorization": f"Bearer {bearer}"})
+                response.raise_for_status()
+                return response.json()
+
+            first_admin = await token(*DEMO["admin"])
+            for username in EXTRA_ADMINS:
+                response = await client.post(
+                    "/api/admin/users",
+                    json={
+                        "username": username,
+                        "email": f"{username}@crash.example",
+                        "password": ADMIN_PASSWORD,
+                        "role": "admin",
+                    },
+                    headers={"Authorization": f"Bearer {first_admin}"},
+                )
+                response.raise_for_status()
+            admins = []
+            for username, password in [DEMO["admin"], *((a, ADMIN_PASSWORD) for a in EXTRA_ADMINS)]:
+                bearer = await token(username, password)
+                me = await get("/api/auth/me", bearer)
+                admins.append(Admin(username, bearer, int(me["user_id"])))
+            demo_token = await token(*DEMO["customer"])
+            demo_accounts = (await get("/api/accounts", demo_token))["items"]
+            demo = Borrower(
+                DEMO["customer"][0], demo_token, demo_accounts[0]["account_number"], demo=True
+            )
+        borrowers = [
+            Borrower(c.username, t, c.account_numbers[0])
+            for c, t in zip(self.customers, self.tokens, strict=True)
+        ]
+        return LoanTraffic(self.rng, borrowers, demo, admins)
+
     # -- load, kill, re-send -----------------------------------------------------------
 
-    async def load_until_killed(self, cycle: int, traffic: Traffic) -> tuple[list[Call], float]:
+    async def load_until_killed(
+        self, cycle: int, traffic: Traffic
+    ) -> tuple[list[Call], list[LoanCall], float]:
         calls: list[Call] = []
+        loan_calls: list[LoanCall] = []
         killed = asyncio.Event()
         kill_after = self.rng.uniform(*KILL_AFTER_S)
 
@@ -390,9 +479,22 @@ class EngineRun:
             killed.set()  # before the signal: every error after it is the kill's
             self.kill_server()
 
-        async with self.client() as client:
-            await asyncio.gather(killer(), *(client_loop(client) for _ in range(CLIENTS)))
-        return calls, kill_after
+        def unexpected(what: str) -> None:
+            self.unexpected_errors += 1
+            self.fail(f"cycle {cycle}: {what}")
+
+        assert self.loans is not None
+        loans = self.loans
+        async with self.client() as client, self.client(LOAN_CONNECTIONS) as loan_client:
+            await asyncio.gather(
+                killer(),
+                *(client_loop(client) for _ in range(CLIENTS)),
+                *(
+                    loans.run_client(loan_client, cycle, killed, loan_calls, unexpected)
+                    for _ in range(LOAN_CLIENTS)
+                ),
+            )
+        return calls, loan_calls, kill_after
 
     async def committed(self, calls: list[Call]) -> dict[str, str]:
         """Which of the unanswered requests committed before the kill: a transfer's key →
@@ -421,6 +523,19 @@ class EngineRun:
         async with self.client() as client:
             await asyncio.gather(*(again(client, call) for call in calls))
 
+    async def resend_loans(self, cycle: int, calls: list[LoanCall], before: Before) -> None:
+        """The unanswered loan requests again, as they were, once it is known which had
+        committed."""
+        assert self.loans is not None
+        self.loans.mark_committed(calls, before)
+
+        def unexpected(what: str) -> None:
+            self.unexpected_errors += 1
+            self.fail(f"cycle {cycle}: {what}")
+
+        async with self.client(LOAN_CONNECTIONS) as client:
+            await self.loans.resend(client, calls, unexpected)
+
     # -- the checks --------------------------------------------------------------------
 
     def check_resent(self, cycle: int, calls: list[Call], committed: dict[str, str]) -> None:
@@ -440,6 +555,28 @@ class EngineRun:
                 if (problem := answer_problem(call, answer)) is not None:
                     self.fail(f"cycle {cycle}: {call.kind} {call.name}: {problem}")
 
+    def check_loan_answers(self, cycle: int, calls: list[LoanCall], before: Before) -> None:
+        for call in calls:
+            if call.resent is not None:
+                problem = crash_loans.resent_problem(call, call.resent, before)
+                if problem:
+                    self.fail(f"cycle {cycle}: re-sent {call.label()}: {problem}")
+            for answer in call.answers:
+                if (problem := crash_loans.answer_problem(call, answer)) is not None:
+                    self.fail(f"cycle {cycle}: {call.label()}: {problem}")
+
+    async def check_loans(self, cycle: int) -> None:
+        """The loans against every loan request so far; the money they moved goes into
+        the customers' expected total."""
+        assert self.loans is not None
+        books = self.loan_books = await self.books.loan_books()
+        filed = await self.books.filed(LOAN_KEY_PREFIX)
+        for problem in crash_loans.loan_problems(self.loans.calls, books, filed):
+            self.fail_once(cycle, f"loans: {problem}")
+        paid_out, repaid = self.loans.flows(books)
+        self.expected_cents = self.initial_cents + paid_out - repaid
+        self.loans.sync(books)
+
     async def check_books(self, cycle: int) -> None:
         journals = await self.books.transfers(KEY_PREFIX)
         for problem in ledger_problems(self.calls, journals):
@@ -452,11 +589,13 @@ class EngineRun:
             self.fail_once(cycle, f"registrations: {problem}")
         for name in await self.books.duplicate_usernames():
             self.fail_once(cycle, f"username {name!r} appears more than once")
+        await self.check_loans(cycle)
         self.final_cents = await self.books.customer_total()
-        if self.final_cents != self.initial_cents:
+        if self.final_cents != self.expected_cents:
             self.fail(
                 f"cycle {cycle}: customer balances total {money(self.final_cents)}, "
-                f"seeded {money(self.initial_cents)}: drift {self.drift}"
+                f"expected {money(self.expected_cents)} (seeded {money(self.initial_cents)}, "
+                f"with the loans' money): drift {self.drift}"
             )
         failed_jobs = (await self.books.job_states()).get("failed", 0)
         if failed_jobs:
@@ -542,10 +681,19 @@ class EngineRun:
                         ids[item["description"]] = item["transaction_id"]
                 for number in customer.account_numbers:
                     total += await balance(client, token, number)
+            assert self.loans is not None and self.loan_books is not None
+            loans = self.loans
+            borrowers = [*loans.borrowers, loans.demo]
+            for problem in await crash_loans.api_problems(client, borrowers, self.loan_books):
+                self.fail(f"loans (API): {problem}")
+            total += await balance(client, loans.demo.token, loans.demo.account)
         for problem in history_problems(self.calls, sent_by_api, ids):
             self.fail(f"transaction history (API): {problem}")
-        if total != money(self.initial_cents):
-            self.fail(f"balances (API) total {total}, seeded {money(self.initial_cents)}")
+        if total != money(self.expected_cents):
+            self.fail(
+                f"balances (API) total {total}, expected {money(self.expected_cents)}"
+                f" (seeded {money(self.initial_cents)}, with the loans' money)"
+            )
 
     # -- the report --------------------------------------------------------------------
 
@@ -553,7 +701,7 @@ class EngineRun:
     def drift(self) -> Decimal | None:
         if self.final_cents is None:
             return None  # stopped before the first check
-        return money(self.final_cents - self.initial_cents)
+        return money(self.final_cents - self.expected_cents)
 
     def report(self) -> list[str]:
         calls = self.calls
@@ -583,9 +731,11 @@ class EngineRun:
             f"({sum(n.leased for n in self.notes)} leased, in "
             f"{sum(n.leased > 0 for n in self.notes)} cycles), none after "
             f"{max((n.score_s for n in self.notes), default=0):.1f} s at most",
+            *(self.loans.report(self.loan_books) if self.loans else []),
             f"  drift                          {self.drift if self.drift is not None else '-'}"
             f" (customer balances {money(self.initial_cents)} before, "
-            f"{money(self.final_cents) if self.final_cents is not None else '-'} after)",
+            f"{money(self.final_cents) if self.final_cents is not None else '-'} after, "
+            f"{money(self.expected_cents)} expected)",
         ]
 
 

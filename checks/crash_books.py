@@ -200,9 +200,7 @@ class Books:
             " WHERE kind = 'internal' AND code = 'loans'"
         )
         posted = [
-            JournalRow(
-                int(r[0]), r[1], int(r[2]), r[3], _optional_int(r[4]), _optional_int(r[5])
-            )
+            JournalRow(int(r[0]), r[1], int(r[2]), r[3], _optional_int(r[4]), _optional_int(r[5]))
             for r in journals
         ]
         return LoanBooks(

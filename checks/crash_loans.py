@@ -462,10 +462,14 @@ class LoanTraffic:
             if loan.approvals_required > 1 and loan.status in PAID_OUT
         )
         resent = [c for c in calls if c.resent is not None]
+        executed_approvals = sum(c.executed for c in calls if c.kind == APPROVE)
         first_of_two = sum(
             1
             for c in calls
-            if c.kind == APPROVE and c.succeeded and c.final and c.final.loan.get("approvals") == 1
+            if c.kind == APPROVE
+            and c.succeeded
+            and c.final
+            and c.final.loan.get("approvals") == 1
             and c.final.loan.get("approvals_required") == 2
         )
         return [
@@ -477,7 +481,7 @@ class LoanTraffic:
             f"paid out ({four_eyes_paid} four-eyes; {statuses['paid_off']} paid off since), "
             f"{statuses['rejected']} rejected, {statuses['withdrawn']} withdrawn, "
             f"{statuses['pending']} pending",
-            f"  loan approvals                 {sum(c.executed for c in calls if c.kind == APPROVE)}"
+            f"  loan approvals                 {executed_approvals}"
             f" executed ({first_of_two} the first of two), "
             f"{len(books.approvals) if books else '-'} in loan_approvals",
             f"  repayments                     "
@@ -503,7 +507,10 @@ def answer_problem(call: LoanCall, reply: Reply) -> str | None:
         if call.kind == DRY_RUN and (
             reply.body.get("dry_run") is not True or reply.body.get("repayment_id") is not None
         ):
-            return f"a dry run answered {reply.body.get('dry_run')=}, {reply.body.get('repayment_id')=}"
+            return (
+                f"a dry run answered dry_run {reply.body.get('dry_run')},"
+                f" repayment_id {reply.body.get('repayment_id')}"
+            )
         return None
     if reply.status in (409, 422) and reply.code in REFUSALS[call.kind]:
         return None
@@ -512,10 +519,12 @@ def answer_problem(call: LoanCall, reply: Reply) -> str | None:
 
 def resent_problem(call: LoanCall, reply: Reply, before: Before) -> str | None:
     if call.kind in KEYED:
-        filed_status, filed = before.filed.get(call.name, (0, {}))
+        _, filed = before.filed.get(call.name, (0, {}))
         what = "loan_id" if call.kind == APPLY else "repayment_id"
         if not call.committed:
-            return "nothing had committed, yet it was answered as a replay" if reply.replayed else None
+            return (
+                "nothing had committed, yet it was answered as a replay" if reply.replayed else None
+            )
         if reply.status != 201 or not reply.replayed:
             return (
                 f"committed before the kill ({what} {filed.get(what)}), answered {reply}"
@@ -560,9 +569,15 @@ def _application_problems(calls: list[LoanCall], books: LoanBooks) -> Iterable[s
         if row is None:
             yield f"application {call.name} answered loan {loan_id}, which does not exist"
         elif row.principal != call.case.principal:
-            yield f"loan {loan_id}: principal {money(row.principal)}, applied for {money(call.case.principal)}"
+            yield (
+                f"loan {loan_id}: principal {money(row.principal)},"
+                f" applied for {money(call.case.principal)}"
+            )
         elif row.approvals_required != (2 if row.principal >= FOUR_EYES_CENTS else 1):
-            yield f"loan {loan_id} of {money(row.principal)} requires {row.approvals_required} approvals"
+            yield (
+                f"loan {loan_id} of {money(row.principal)}"
+                f" requires {row.approvals_required} approvals"
+            )
     unknown = set(books.loans) - set(applied)
     if unknown:
         yield f"{len(unknown)} loans no application was answered: {_ids(unknown)}"
@@ -592,16 +607,19 @@ def _decision_problems(calls: list[LoanCall], books: LoanBooks) -> Iterable[str]
         if loan.approvals != rows:
             yield f"loan {loan.id}: approvals {loan.approvals}, {rows} loan_approvals rows"
         if loan.status in PAID_OUT and rows != loan.approvals_required:
-            yield f"loan {loan.id} is {loan.status} with {rows} of {loan.approvals_required} approvals"
+            yield (
+                f"loan {loan.id} is {loan.status}"
+                f" with {rows} of {loan.approvals_required} approvals"
+            )
         if loan.status == "pending" and rows >= loan.approvals_required:
             yield f"loan {loan.id} is pending with {rows} of {loan.approvals_required} approvals"
     for call in executed:
         loan = books.loans.get(int(call.case.loan_id or 0))
         status = loan.status if loan else None
         said = call.final.loan.get("status") if call.final and call.succeeded else None
-        if call.kind == REJECT and status != "rejected":
-            yield f"{call.label()} executed, the loan is {status}"
-        elif call.kind == WITHDRAW and status != "withdrawn":
+        if (call.kind, status) in ((REJECT, "rejected"), (WITHDRAW, "withdrawn")):
+            pass
+        elif call.kind in (REJECT, WITHDRAW):
             yield f"{call.label()} executed, the loan is {status}"
         elif call.kind == APPROVE and said == "active" and status not in PAID_OUT:
             yield f"{call.label()} answered active, the loan is {status}"
@@ -625,7 +643,12 @@ def _disbursement_problems(books: LoanBooks) -> Iterable[str]:
     by_loan: dict[int, list[Any]] = {}
     for journal in books.disbursements:
         words = (journal.description or "").split()
-        if len(words) != 3 or words[0] != "Loan" or words[2] != "disbursement" or not words[1].isdigit():
+        if (
+            len(words) != 3
+            or words[0] != "Loan"
+            or words[2] != "disbursement"
+            or not words[1].isdigit()
+        ):
             yield f"disbursement journal {journal.id} names no loan: {journal.description!r}"
             continue
         by_loan.setdefault(int(words[1]), []).append(journal)
@@ -642,11 +665,17 @@ def _disbursement_problems(books: LoanBooks) -> Iterable[str]:
                 )
             continue
         if len(posted) != 1:
-            yield f"loan {loan.id} ({loan.status}) has {len(posted)} disbursement journals: {_ids(j.id for j in posted)}"
+            yield (
+                f"loan {loan.id} ({loan.status}) has {len(posted)} disbursement journals:"
+                f" {_ids(j.id for j in posted) or '-'}"
+            )
             continue
         journal = posted[0]
         if journal.id != loan.disbursement_id:
-            yield f"loan {loan.id}: disbursement_id {loan.disbursement_id}, its journal is {journal.id}"
+            yield (
+                f"loan {loan.id}: disbursement_id {loan.disbursement_id},"
+                f" its journal is {journal.id}"
+            )
         if journal.amount != loan.principal or journal.to_account_id != loan.account_id:
             yield (
                 f"loan {loan.id}: disbursed {money(journal.amount)} to account id "
@@ -675,7 +704,10 @@ def _repayment_problems(
             yield f"repayment {call.name} answered repayments {_ids(ids)}"
         repayment_id = int(next(iter(ids)))
         if repayment_id in repaid:
-            yield f"repayments {repaid[repayment_id].name} and {call.name} answered repayment {repayment_id}"
+            yield (
+                f"repayments {repaid[repayment_id].name} and {call.name}"
+                f" answered repayment {repayment_id}"
+            )
         repaid[repayment_id] = call
         row = books.repayments.get(repayment_id)
         if row is None:
@@ -700,7 +732,11 @@ def _repayment_problems(
         if journal is None:
             yield f"repayment {row.id}: no repayment journal {row.journal_id}"
         elif journal.amount != row.amount or (loan and journal.from_account_id != loan.account_id):
-            yield f"repayment {row.id} of {money(row.amount)}: journal {journal.id} of {money(journal.amount)}"
+            yield (
+                f"repayment {row.id} of {money(row.amount)}"
+                f" from account id {loan and loan.account_id}:"
+                f" journal {journal.id} of {money(journal.amount)} from {journal.from_account_id}"
+            )
     orphans = set(books.repayment_journals) - set(journals)
     if orphans:
         yield f"repayment journals without a repayment: {_ids(orphans)}"
@@ -717,12 +753,15 @@ def _outstanding_problems(books: LoanBooks) -> Iterable[str]:
                 yield f"loan {loan.id} is paid off with {money(expected)} of principal unpaid"
         else:
             expected = 0
-            if principal_paid[loan.id] or any(r.loan_id == loan.id for r in books.repayments.values()):
+            if principal_paid[loan.id] or any(
+                r.loan_id == loan.id for r in books.repayments.values()
+            ):
                 yield f"loan {loan.id} is {loan.status}, yet repaid"
         if loan.outstanding_principal != expected:
             yield (
                 f"loan {loan.id} ({loan.status}): outstanding_principal "
-                f"{money(loan.outstanding_principal)}, principal less repaid principal {money(expected)}"
+                f"{money(loan.outstanding_principal)},"
+                f" principal less repaid principal {money(expected)}"
             )
     outstanding = sum(loan.outstanding_principal for loan in books.loans.values())
     if books.loans_account != -outstanding:

@@ -542,3 +542,17 @@ async def test_the_accrual_job_catches_up_after_downtime_and_requeues_itself(ban
         == 1
     )
     assert (await verify_books(app)).balanced
+
+
+async def test_the_ledger_check_holds_the_loan_accounts_to_the_loans(bank, app, database):
+    headers, number, loan, _ = await active_loan(bank, app, on=date(2027, 1, 15))
+    move_clock(app, date(2027, 2, 25))  # interest accrued, one installment due with its fee
+    await accrual.accrue_all(database)
+    assert await bank_balance(app, "loan_interest") == -(
+        9992 + 10 * round(1_000_000 * 0.1199 / 365) + 2500
+    )
+    assert (await verify_books(app)).balanced
+    await execute(database, "UPDATE loans SET outstanding_principal = outstanding_principal - 1")
+    report = await verify_books(app)
+    assert [m["kind"] for m in report.mismatches] == ["loan_book_mismatch"]
+    assert report.mismatches[0]["account"] == "loans"

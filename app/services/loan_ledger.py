@@ -15,7 +15,7 @@ once a loan is paid off, its receivables are back to zero.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 
 from sqlalchemy import delete, select
@@ -145,10 +145,12 @@ async def read_book(db: AsyncSession, loan: Loan, *, upto: date | None = None) -
     """The loan's unsettled installments (those due by `upto` and the next one, if
     `upto` is given: enough to state arrears and the payoff amount) as a `Book`."""
     query = select(Installment).where(Installment.loan_id == loan.id, ~Installment.settled)
-    rows = list((await db.scalars(query.order_by(Installment.number))).all())
-    if upto is not None:
-        shown = [r for r in rows if r.due_date <= upto]
-        rows = shown + [r for r in rows if r.due_date > upto][:1]
+    query = query.order_by(Installment.number)
+    if upto is None:
+        rows = list((await db.scalars(query)).all())
+    else:  # a loan of 360 rows reads the few it needs, not all of them
+        rows = list((await db.scalars(query.where(Installment.due_date <= upto))).all())
+        rows += (await db.scalars(query.where(Installment.due_date > upto).limit(1))).all()
     return Book(
         annual_rate(loan),
         loan.outstanding_principal,
@@ -221,7 +223,3 @@ def add_schedule(db: AsyncSession, loan: Loan, rows: list[amortization.Row]) -> 
                 settled=False,
             )
         )
-
-
-def stamp(value: datetime) -> date:
-    return value.date()

@@ -19,12 +19,16 @@ from app.models import (
     Entry,
     Hold,
     HoldStatus,
+    Installment,
     Journal,
     JournalKind,
     JournalStatus,
+    Loan,
+    LoanStatus,
     OutgoingMinute,
 )
 from app.money import format_amount
+from app.services.loan_ledger import LOAN_INTEREST, LOANS
 
 
 @dataclass
@@ -109,6 +113,48 @@ async def _check_holds(db: AsyncSession) -> list[dict[str, Any]]:
     return found[:100]
 
 
+async def _check_loans(db: AsyncSession) -> list[dict[str, Any]]:
+    """The bank's loan accounts against the loans, per currency: `loans` carries the
+    active loans' outstanding principal, `loan_interest` the interest accrued and the
+    interest and fees fallen due (as far as each loan's accrual has run) not yet paid."""
+    active = Loan.status == LoanStatus.active
+    expected: dict[tuple[str, str], int] = defaultdict(int)
+    lent = select(
+        Loan.currency, func.sum(Loan.outstanding_principal), func.sum(Loan.accrued_interest)
+    )
+    for currency, principal, accrued in await db.execute(
+        lent.where(active).group_by(Loan.currency)
+    ):
+        expected[(LOANS, currency)] -= int(principal or 0)
+        expected[(LOAN_INTEREST, currency)] -= int(accrued or 0)
+    owed = Installment.interest - Installment.paid_interest + Installment.fee - Installment.paid_fee
+    due = (
+        select(Loan.currency, func.sum(owed))
+        .join(Loan, Loan.id == Installment.loan_id)
+        .where(active, ~Installment.settled, Installment.due_date <= Loan.accrued_through)
+        .group_by(Loan.currency)
+    )
+    for currency, amount in await db.execute(due):
+        expected[(LOAN_INTEREST, currency)] -= int(amount or 0)
+    stored = await db.execute(
+        select(Account.code, Account.currency, Account.balance).where(
+            Account.code.in_((LOANS, LOAN_INTEREST))
+        )
+    )
+    found = {(code, currency): balance for code, currency, balance in stored}
+    return [
+        {
+            "kind": "loan_book_mismatch",
+            "account": code,
+            "currency": currency,
+            "stored": format_amount(found.get((code, currency), 0)),
+            "loans": format_amount(expected.get((code, currency), 0)),
+        }
+        for code, currency in sorted(expected.keys() | found.keys())
+        if expected.get((code, currency), 0) != found.get((code, currency), 0)
+    ]
+
+
 async def verify_ledger(db: AsyncSession) -> LedgerReport:
     # One snapshot for every check: on a busy PostgreSQL a movement committed between two
     # statements would otherwise look like a mismatch.
@@ -153,6 +199,7 @@ async def verify_ledger(db: AsyncSession) -> LedgerReport:
     for (journal_id,) in early:
         mismatches.append({"kind": "entries_before_approval", "transaction_id": str(journal_id)})
     mismatches += await _check_holds(db)
+    mismatches += await _check_loans(db)
 
     entry_sums = (
         select(Entry.account_id, func.sum(Entry.amount).label("total"))

@@ -65,14 +65,14 @@ import httpx
 
 from checks.crash_books import LoanBooks, cents
 
-LOAN_CLIENTS = 3
+LOAN_CLIENTS = 2
 ADMIN_PASSWORD = "crash-admin-password-1"
 EXTRA_ADMINS = ("crashadmin1", "crashadmin2")  # made through the API, next to the demo admin
 LOAN_KEY_PREFIX = "crashloan-"
 FOUR_EYES_CENTS = 10_000_000  # BANK_FOUR_EYES_THRESHOLD's default, 100000.00
 FOUR_EYES_EVERY = 3
 PERSONAL_CENTS, PERSONAL_MONTHS = (100_000, 250_000), (6, 60)
-HOME_CENTS, HOME_MONTHS = (FOUR_EYES_CENTS, 25_000_000), (60, 360)
+HOME_CENTS, HOME_MONTHS = (FOUR_EYES_CENTS, 25_000_000), (60, 180)
 PAYER_INCOME, DEMO_INCOME = "6000.00", "40000.00"
 MAX_OPEN = 6
 REPAY_CENTS = (2_000, 40_000)

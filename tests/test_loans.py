@@ -556,3 +556,21 @@ async def test_the_ledger_check_holds_the_loan_accounts_to_the_loans(bank, app, 
     report = await verify_books(app)
     assert [m["kind"] for m in report.mismatches] == ["loan_book_mismatch"]
     assert report.mismatches[0]["account"] == "loans"
+
+
+async def test_the_schedule_downloads_as_csv_and_pdf(bank, app):
+    headers, _, loan, _ = await active_loan(bank, app, on=date(2027, 1, 31))
+    url = f"/api/loans/{loan['loan_id']}/schedule"
+    csv = await bank.client.get(url, params={"format": "csv"}, headers=headers)
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+    assert (
+        csv.headers["content-disposition"]
+        == f'attachment; filename="loan-{loan["loan_id"]}-schedule.csv"'
+    )
+    lines = csv.text.strip().splitlines()
+    assert lines[0] == "number,due_date,payment,principal,interest,balance,fee,paid,status"
+    assert lines[1] == "1,2027-02-28,888.44,788.52,99.92,9211.48,0.00,0.00,upcoming"
+    assert lines[-1].startswith("12,2028-01-31,888.47,")
+    pdf = await bank.client.get(url, params={"format": "pdf"}, headers=headers)
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    assert pdf.headers["content-disposition"].endswith('schedule.pdf"')

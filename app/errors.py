@@ -233,3 +233,15 @@ class PayoffExceeded(ValidationFailed):
 
 class PayoffRequired(ValidationFailed):
     title, code = "Pay the payoff amount to close the loan", "payoff_required"
+
+
+class DocumentNotFound(NotFound):
+    title = "Document not found"
+
+
+class StaffNotFound(NotFound):
+    title = "Staff user not found"
+
+
+class CannotDisableSelf(Conflict):
+    title = "An admin cannot disable their own user"

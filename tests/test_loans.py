@@ -434,6 +434,10 @@ async def test_installments_then_the_payoff_close_the_loan_to_the_cent(bank, app
     assert await bank_balance(app, "interest_income") == interest
     assert (await verify_books(app)).balanced
     problem(await repay(bank, headers, loan_id, "1.00", number), 409, "loan_not_active")
+    rows = (await bank.client.get(f"/api/loans/{loan_id}/schedule", headers=headers)).json()["rows"]
+    assert [(r["number"], r["status"]) for r in rows] == [(1, "paid"), (2, "paid")]
+    assert sum(int(r["principal"].replace(".", "")) for r in rows) == 1_000_000
+    assert rows[-1]["balance"] == "0.00" and rows[-1]["interest"] == f"{18 * daily / 100:.2f}"
 
 
 async def test_an_extra_payment_lowers_the_installments_left(bank, app):
@@ -449,8 +453,12 @@ async def test_an_extra_payment_lowers_the_installments_left(bank, app):
     rows = (
         await bank.client.get(f"/api/loans/{loan['loan_id']}/schedule", headers=headers)
     ).json()["rows"]
-    assert rows[0]["payment"] == "444.22" and rows[-1]["balance"] == "0.00"
-    assert sum(int(r["principal"].replace(".", "")) for r in rows) == 500000
+    # The 5,000.00 paid ahead stays on the next row, as paid: the row owes 444.22 and
+    # the rows' principal parts still sum to the loan's.
+    assert rows[0]["paid"] == "5000.00" and rows[0]["payment"] == "5444.22"
+    assert rows[1]["payment"] == "444.22" and rows[-1]["balance"] == "0.00"
+    assert sum(int(r["principal"].replace(".", "")) for r in rows) == 1_000_000
+    assert (await loan_of(bank, headers, loan["loan_id"]))["outstanding_principal"] == "5000.00"
     assert (await verify_books(app)).balanced
 
 
@@ -545,7 +553,7 @@ async def test_the_accrual_job_catches_up_after_downtime_and_requeues_itself(ban
 
 
 async def test_the_ledger_check_holds_the_loan_accounts_to_the_loans(bank, app, database):
-    headers, number, loan, _ = await active_loan(bank, app, on=date(2027, 1, 15))
+    _headers, _number, _loan, _ = await active_loan(bank, app, on=date(2027, 1, 15))
     move_clock(app, date(2027, 2, 25))  # interest accrued, one installment due with its fee
     await accrual.accrue_all(database)
     assert await bank_balance(app, "loan_interest") == -(

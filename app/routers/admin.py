@@ -5,12 +5,20 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
 
 from app.deps import AdminUser, DatabaseDep, DbSession, RulesDep, SecurityDep, SettingsDep
 from app.models import Role
 from app.routing import DIGITS, AccountNumberPath, DecimalRoute
-from app.schemas.common import Page, problem_responses
+from app.schemas.admin import (
+    CustomerFileOut,
+    CustomerStatusName,
+    CustomerSummaryOut,
+    KycDecisionIn,
+    ReasonIn,
+)
+from app.schemas.common import Page, PlainText, problem_responses
+from app.schemas.customer import CustomerOut
 from app.schemas.fraud import (
     ApproveIn,
     BacktestIn,
@@ -27,7 +35,7 @@ from app.schemas.fraud import (
 from app.schemas.ledger import AccountOut, AccountStatusChange
 from app.schemas.loan import AdminLoanOut
 from app.schemas.staff import StaffCreate, StaffOut
-from app.services import accounts, fraud, holds, loans, staff
+from app.services import accounts, customer_admin, fraud, holds, loans, staff
 from app.services.audit import Actor
 
 router = APIRouter(prefix="/api/admin", tags=["admin"], route_class=DecimalRoute)
@@ -54,13 +62,198 @@ async def create_user(
         role=Role(body.role),
         actor=Actor.of(principal),
     )
-    return StaffOut(
-        user_id=str(user.id),
-        username=user.username,
-        email=user.email,
-        role=user.role,
-        created_at=user.created_at,
+    return StaffOut.of(user)
+
+
+@router.get(
+    "/users",
+    response_model=Page[StaffOut],
+    summary="Staff users (admins and auditors)",
+    responses=problem_responses(401, 403, 422),
+)
+async def list_users(
+    principal: AdminUser,
+    db: DbSession,
+    role: Literal["admin", "auditor"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> Page[StaffOut]:
+    """Admins and auditors, by id, with whether each is active. Admins only."""
+    page = await staff.list_staff(db, role=role, cursor=cursor, limit=limit)
+    return Page[StaffOut](items=[StaffOut.of(u) for u in page.items], next_cursor=page.next_cursor)
+
+
+@router.post(
+    "/users/{user_id:digits}/disable",
+    response_model=StaffOut,
+    summary="Disable a staff user: no login, every session ends",
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
+)
+async def disable_user(
+    user_id: Annotated[str, Path(pattern=DIGITS, description="The staff user's id")],
+    body: ReasonIn,
+    principal: AdminUser,
+    db: DbSession,
+    security: SecurityDep,
+) -> StaffOut:
+    """Disable an admin or auditor, with a reason (audited): their login is refused from now
+    on (401 `invalid_credentials`) and every session of theirs ends at once (refresh
+    tokens revoked, their access tokens with them). Disabling oneself is 409
+    `cannot_disable_self`; a disabled user again 409 `already_decided`; a customer's user
+    id 404. Admins only."""
+    user = await staff.disable_staff(
+        db, security, principal=principal, user_id=user_id, reason=body.reason
     )
+    return StaffOut.of(user)
+
+
+# --- customers (API.md §7) ---------------------------------------------------------
+
+CustomerId = Annotated[str, Path(pattern=DIGITS, description="The customer's id")]
+
+
+@router.get(
+    "/customers",
+    response_model=Page[CustomerSummaryOut],
+    summary="Find customers by name, username, email or id",
+    responses=problem_responses(401, 403, 422),
+)
+async def list_customers(
+    principal: AdminUser,
+    db: DbSession,
+    q: Annotated[
+        PlainText | None,
+        Query(max_length=100, description="Part of a name, username or email; or an id"),
+    ] = None,
+    status: CustomerStatusName | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> Page[CustomerSummaryOut]:
+    """Customers by id, filtered by status and by `q` (any part of the full name, username or
+    email, in any case; or the customer id itself). Admins only."""
+    page = await customer_admin.list_customers(db, q=q, status=status, cursor=cursor, limit=limit)
+    return Page[CustomerSummaryOut](
+        items=[CustomerSummaryOut.model_validate(c) for c in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get(
+    "/customers/{customer_id:digits}",
+    response_model=CustomerFileOut,
+    summary="A customer's file: profile, KYC, accounts, loans, flags",
+    responses=problem_responses(401, 403, 404),
+)
+async def get_customer_file(
+    customer_id: CustomerId, principal: AdminUser, db: DbSession
+) -> CustomerFileOut:
+    """A customer's whole file: the profile with KYC and its documents' metadata, every
+    account, loans and fraud flags. The read is audited. Admins only."""
+    profile, owned = await customer_admin.read_file(
+        db, principal=principal, customer_id=customer_id
+    )
+    cid = profile.customer.id
+    loan_page = await loans.admin_list(
+        db, status=None, recommendation=None, cursor=None, limit=50, customer_id=cid
+    )
+    flag_page = await fraud.list_flags(
+        db, where=fraud.FlagFilter(customer_id=cid), cursor=None, limit=50
+    )
+    base = CustomerOut.of(profile.customer, profile.user, profile.documents)
+    return CustomerFileOut(
+        **base.model_dump(),
+        accounts=[AccountOut.of(a) for a in owned],
+        loans=[AdminLoanOut.model_validate(v.as_dict()) for v in loan_page.items],
+        flags=[FlagOut.model_validate(f) for f in flag_page.items],
+    )
+
+
+@router.post(
+    "/customers/{customer_id:digits}/kyc",
+    response_model=CustomerOut,
+    summary="Decide a customer's KYC: approve or reject",
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
+)
+async def decide_kyc(
+    customer_id: CustomerId, body: KycDecisionIn, principal: AdminUser, db: DbSession
+) -> CustomerOut:
+    """Approve (`Active`) or reject (`KYC Rejected`) the KYC of a customer `Under Review` or
+    still `Pending KYC Approval`, with a reason (audited). Decided already: 409
+    `already_decided`. Admins only."""
+    profile = await customer_admin.decide_kyc(
+        db,
+        principal=principal,
+        customer_id=customer_id,
+        approve=body.decision == "approve",
+        reason=body.reason,
+    )
+    return CustomerOut.of(profile.customer, profile.user, profile.documents)
+
+
+@router.get(
+    "/customers/{customer_id:digits}/documents/{document_id:digits}",
+    summary="Download a customer's KYC document",
+    response_class=FileResponse,
+    responses={
+        **problem_responses(401, 403, 404),
+        200: {
+            "description": "The file, as an attachment",
+            "content": {"application/pdf": {}, "image/png": {}, "image/jpeg": {}},
+        },
+    },
+)
+async def get_document(
+    customer_id: CustomerId,
+    document_id: Annotated[str, Path(pattern=DIGITS, description="The document's id")],
+    principal: AdminUser,
+    db: DbSession,
+) -> FileResponse:
+    """A KYC document's file, by its id, with its content type, as a download
+    (`Content-Disposition: attachment`). The read is audited. Admins only."""
+    found = await customer_admin.document(
+        db, principal=principal, customer_id=customer_id, document_id=document_id
+    )
+    return FileResponse(
+        found.path,
+        media_type=found.content_type,
+        filename=found.filename,
+        content_disposition_type="attachment",
+    )
+
+
+@router.post(
+    "/customers/{customer_id:digits}/suspend",
+    response_model=CustomerOut,
+    summary="Suspend a customer: they read, they move no money",
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
+)
+async def suspend_customer(
+    customer_id: CustomerId, body: ReasonIn, principal: AdminUser, db: DbSession
+) -> CustomerOut:
+    """Suspend an `Active` customer, with a reason (audited). They can still log in and read;
+    every money movement and loan application of theirs is 403 `customer_suspended` from
+    now on, whatever token it carries. Not `Active`: 409 `already_decided`. Admins only."""
+    profile = await customer_admin.set_standing(
+        db, principal=principal, customer_id=customer_id, suspend=True, reason=body.reason
+    )
+    return CustomerOut.of(profile.customer, profile.user, profile.documents)
+
+
+@router.post(
+    "/customers/{customer_id:digits}/reactivate",
+    response_model=CustomerOut,
+    summary="Reactivate a suspended customer",
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
+)
+async def reactivate_customer(
+    customer_id: CustomerId, body: ReasonIn, principal: AdminUser, db: DbSession
+) -> CustomerOut:
+    """Reactivate a `Suspended` customer, with a reason (audited). Not suspended: 409
+    `already_decided`. Admins only."""
+    profile = await customer_admin.set_standing(
+        db, principal=principal, customer_id=customer_id, suspend=False, reason=body.reason
+    )
+    return CustomerOut.of(profile.customer, profile.user, profile.documents)
 
 
 @router.patch(

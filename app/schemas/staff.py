@@ -4,6 +4,7 @@ from typing import Literal
 
 from pydantic import EmailStr, Field
 
+from app.models import User
 from app.passwords import PASSWORD_SCHEMA
 from app.schemas.common import Body, Schema, UtcDateTime
 from app.schemas.customer import USERNAME_RE
@@ -21,4 +22,16 @@ class StaffOut(Schema):
     username: str
     email: str
     role: str
+    is_active: bool = True
     created_at: UtcDateTime
+
+    @classmethod
+    def of(cls, user: User) -> StaffOut:
+        return cls(
+            user_id=str(user.id),
+            username=user.username,
+            email=user.email,
+            role=user.role,
+            is_active=user.is_active,
+            created_at=user.created_at,
+        )

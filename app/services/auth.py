@@ -190,6 +190,16 @@ async def refresh(db: AsyncSession, security: Security, *, refresh_token: str) -
     raise error
 
 
+async def end_sessions(db: AsyncSession, user_id: int, now: datetime) -> set[str]:
+    """Revoke every live refresh token of a user, in the caller's transaction: every
+    session ends, and the access tokens of each with it (app.security.RevokedSessions).
+    Returns the sessions ended, for `revoked_sessions.ended` once committed."""
+    live = (RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+    ended = set((await db.scalars(select(RefreshToken.family_id).where(*live))).all())
+    await db.execute(update(RefreshToken).where(*live).values(revoked_at=now))
+    return ended
+
+
 async def _revoke_family(db: AsyncSession, family_id: str, now: datetime) -> None:
     await db.execute(
         update(RefreshToken)
@@ -277,9 +287,7 @@ async def change_password(
         )
         # Every refresh token of the user is revoked (API.md §2): every session ends, the
         # caller's too, and their access tokens with them; the next step is a login.
-        live = (RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
-        ended = set((await db.scalars(select(RefreshToken.family_id).where(*live))).all())
-        await db.execute(update(RefreshToken).where(*live).values(revoked_at=now))
+        ended = await end_sessions(db, user.id, now)
         await audit.record(
             tx,
             actor=Actor.of(principal),

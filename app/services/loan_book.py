@@ -195,6 +195,14 @@ def allocate(book: Book, amount: int, today: date) -> Allocation:
             " more than the loan owes.",
             field="amount",
         )
+    if payoff - book.accrued_interest <= amount < payoff:
+        raise PayoffRequired(
+            f"{format_amount(amount)} would repay all the principal but not the"
+            f" {format_amount(book.accrued_interest)} of interest accrued since the last"
+            f" due date: the payoff amount is {format_amount(payoff)}.",
+            field="amount",
+        )
+    # Nothing is changed before here: a refused amount leaves the book as it was.
     result = Allocation(amount)
     left = amount
     due = book.due(today)
@@ -216,33 +224,42 @@ def allocate(book: Book, amount: int, today: date) -> Allocation:
         result.paid_off = result.paid_off and not book.accrued_interest
         return result
     kept = [i for i in book.installments if i.due_date <= today]  # all paid by now
-    if left >= book.outstanding_principal:
-        if amount != payoff:
-            raise PayoffRequired(
-                f"{format_amount(amount)} would repay all the principal but not the"
-                f" {format_amount(book.accrued_interest)} of interest accrued since the last"
-                f" due date: the payoff amount is {format_amount(payoff)}.",
-                field="amount",
-            )
+    if left >= book.outstanding_principal:  # the payoff (checked above)
         result.parts["interest_accrued"] = book.accrued_interest
         result.parts["future_principal"] = book.outstanding_principal
+        if future:  # the next row takes the rest, paid; the rows after it are cancelled
+            first = future[0]
+            first.principal = first.paid_principal = (
+                first.paid_principal + book.outstanding_principal
+            )
+            first.interest = first.paid_interest = book.accrued_interest
+            first.balance = 0
+            kept.append(first)
         book.accrued_interest = 0
         book.outstanding_principal = 0
-        book.installments = kept  # the rows not yet due are cancelled
+        book.installments = kept
         result.paid_off = True
         return result
     result.parts["future_principal"] = left
     book.outstanding_principal -= left
+    # The rows not yet due are recomputed from the principal left (same count, same dates,
+    # a lower payment). What was paid ahead stays on the next row, as paid, so the rows'
+    # principal parts still sum to the loan's.
+    first = future[0]
+    ahead = first.paid_principal + left
     rows = amortization.schedule(
         book.outstanding_principal,
         book.annual_rate,
         len(future),
         book.anchor,
-        first_number=future[0].number,
+        first_number=first.number,
     )
-    book.installments = kept + [
+    recomputed = [
         Installment(r.number, r.due_date, r.principal, r.interest, r.balance) for r in rows
     ]
+    recomputed[0].principal += ahead
+    recomputed[0].paid_principal = ahead
+    book.installments = kept + recomputed
     book.monthly_payment = amortization.monthly_payment(
         book.outstanding_principal, book.annual_rate, len(rows)
     )

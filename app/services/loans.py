@@ -359,6 +359,7 @@ async def admin_list(
     recommendation: str | None,
     cursor: str | None,
     limit: int,
+    customer_id: int | None = None,
 ) -> Slice[AdminLoanView]:
     """Loans, oldest first, by status and recommendation."""
     query = (
@@ -371,6 +372,8 @@ async def admin_list(
         query = query.where(Loan.status == status)
     if recommendation is not None:
         query = query.where(Loan.recommendation == recommendation)
+    if customer_id is not None:
+        query = query.where(Loan.customer_id == customer_id)
     if (after := decode_cursor(cursor)) is not None:
         query = query.where(Loan.id > after)
     today = today_of(database_of(db))

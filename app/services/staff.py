@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import end_reads, unit_of_work
-from app.errors import UsernameTaken
+from app.db import end_reads, retry_on_conflict, unit_of_work
+from app.errors import AlreadyDecided, CannotDisableSelf, StaffNotFound, UsernameTaken
 from app.models import Role, User
 from app.passwords import check_password_policy
-from app.security import Security
+from app.security import Principal, Security
 from app.services import audit
 from app.services.audit import Actor
+from app.services.auth import end_sessions
 from app.services.customers import check_unique
+from app.services.pagination import Slice, decode_cursor, read_limit, slice_of
 
 
 async def create_staff(
@@ -54,4 +59,46 @@ async def create_staff(
         # Lost a race with a concurrent creation of the same name or address.
         await check_unique(db, username=username, email=email)
         raise UsernameTaken("The username or email is taken.", field="username") from exc
+    return user
+
+
+async def list_staff(
+    db: AsyncSession, *, role: str | None, cursor: str | None, limit: int
+) -> Slice[User]:
+    """Admins and auditors, by id."""
+    roles = (role,) if role else (Role.admin, Role.auditor)
+    query = select(User).where(User.role.in_(roles)).order_by(User.id).limit(read_limit(limit))
+    if (after := decode_cursor(cursor)) is not None:
+        query = query.where(User.id > after)
+    return slice_of(list((await db.scalars(query)).all()), limit, key=lambda user: user.id)
+
+
+@retry_on_conflict
+async def disable_staff(
+    db: AsyncSession, security: Security, *, principal: Principal, user_id: str, reason: str
+) -> User:
+    """Disable an admin or auditor: no login from now on (401 `invalid_credentials`), and
+    every session of theirs ends at once (their refresh tokens are revoked, and the access
+    tokens of those sessions die with them)."""
+    uid = int(user_id) if user_id.isdigit() and len(user_id) <= 18 else None
+    now = datetime.now(UTC)
+    async with unit_of_work(db) as tx:
+        user = await db.get(User, uid, with_for_update=True) if uid is not None else None
+        if user is None or user.role not in (Role.admin, Role.auditor):
+            raise StaffNotFound(f"No staff user {user_id}.")
+        if user.id == principal.user_id:
+            raise CannotDisableSelf("An admin cannot disable their own user.")
+        if not user.is_active:
+            raise AlreadyDecided(f"User {user.id} is disabled already.")
+        user.is_active = False
+        ended = await end_sessions(db, user.id, now)
+        await audit.record(
+            tx,
+            actor=Actor.of(principal),
+            action="staff.disable",
+            entity_type="user",
+            entity_id=user.id,
+            details={"username": user.username, "role": user.role, "reason": reason},
+        )
+    security.revoked_sessions.ended(user.id, *ended)
     return user

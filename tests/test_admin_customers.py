@@ -1,0 +1,217 @@
+"""Customers and staff as admins manage them (issue 21; API.md §7): search, the file, KYC
+decisions, document downloads, suspension that stops money at once, and disabling staff
+whose sessions end at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.helpers import PDF, PNG, Bank, audit_records, execute, problem
+from tests.ledger_helpers import deposit, funded_account
+
+
+async def admin_get(bank: Bank, admin: dict[str, str], url: str, **params: Any) -> Any:
+    response = await bank.client.get(url, params=params, headers=admin)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def test_admins_find_customers_by_name_username_email_or_id(bank):
+    first, _ = await bank.customer(full_name="Ada Lovelace", username="countess")
+    second, _ = await bank.customer(full_name="Alan Turing", email="alan@bletchley.example")
+    admin = await bank.staff()
+    url = "/api/admin/customers"
+
+    def ids(page: dict[str, Any]) -> list[str]:
+        return [item["customer_id"] for item in page["items"]]
+
+    assert ids(await admin_get(bank, admin, url, q="lovelace")) == [first["customer_id"]]
+    assert ids(await admin_get(bank, admin, url, q="COUNT")) == [first["customer_id"]]
+    assert ids(await admin_get(bank, admin, url, q="bletchley")) == [second["customer_id"]]
+    assert ids(await admin_get(bank, admin, url, q=second["customer_id"])) == [
+        second["customer_id"]
+    ]
+    assert ids(await admin_get(bank, admin, url, q="%")) == []  # no wildcard smuggling
+    active = await admin_get(bank, admin, url, status="Active", limit=1)
+    assert len(active["items"]) == 1 and active["next_cursor"]
+    rest = await admin_get(bank, admin, url, status="Active", cursor=active["next_cursor"])
+    assert ids(active) + ids(rest) == [first["customer_id"], second["customer_id"]]
+    bad = await bank.client.get(url, params={"status": "Sleeping"}, headers=admin)
+    assert bad.status_code == 422
+
+
+async def test_a_customer_file_has_accounts_loans_flags_and_the_read_is_audited(bank, app):
+    body, headers, number = await funded_account(bank, "250.00")
+    admin = await bank.staff()
+    loan = await bank.client.post(
+        "/api/loans",
+        json={
+            "product": "personal",
+            "principal": "2000.00",
+            "term_months": 12,
+            "monthly_income": "3000.00",
+            "account_number": number,
+            "purpose": "Bike",
+        },
+        headers=headers,
+    )
+    assert loan.status_code == 201
+    file = await admin_get(bank, admin, f"/api/admin/customers/{body['customer_id']}")
+    assert [a["account_number"] for a in file["accounts"]] == [number]
+    assert file["accounts"][0]["balance"] == "250.00"
+    assert [item["loan_id"] for item in file["loans"]] == [loan.json()["loan_id"]]
+    assert file["loans"][0]["recommendation"] == "approve"
+    assert file["flags"] == []
+    assert file["national_id"].startswith("*****")
+    reads = await audit_records(app.state.database, "customer.read")
+    assert [(r.actor_role, r.entity_id, r.outcome) for r in reads] == [
+        ("admin", body["customer_id"], "success")
+    ]
+    missing = await bank.client.get("/api/admin/customers/999999", headers=admin)
+    problem(missing, 404, "customer_not_found")
+
+
+async def test_kyc_decisions_move_a_customer_out_of_review_once(bank, app):
+    body, headers = await bank.customer()
+    cid = body["customer_id"]
+    await execute(
+        app.state.database,
+        "UPDATE customers SET status = 'Under Review', kyc_status = 'review' WHERE id = :c",
+        c=int(cid),
+    )
+    admin = await bank.staff()
+    url = f"/api/admin/customers/{cid}/kyc"
+    short = await bank.client.post(url, json={"decision": "approve", "reason": "x"}, headers=admin)
+    assert short.status_code == 422
+    done = await bank.client.post(
+        url, json={"decision": "approve", "reason": "Documents checked"}, headers=admin
+    )
+    assert done.status_code == 200, done.text
+    assert (done.json()["status"], done.json()["kyc"]["status"]) == ("Active", "verified")
+    again = await bank.client.post(
+        url, json={"decision": "reject", "reason": "Changed my mind"}, headers=admin
+    )
+    problem(again, 409, "already_decided")
+    opened = await bank.client.post("/api/accounts", json={"type": "savings"}, headers=headers)
+    assert opened.status_code == 201
+    other, _ = await bank.customer()
+    await execute(
+        app.state.database,
+        "UPDATE customers SET status = 'Under Review' WHERE id = :c",
+        c=int(other["customer_id"]),
+    )
+    rejected = await bank.client.post(
+        f"/api/admin/customers/{other['customer_id']}/kyc",
+        json={"decision": "reject", "reason": "Forged passport"},
+        headers=admin,
+    )
+    assert (rejected.json()["status"], rejected.json()["kyc"]["status"]) == (
+        "KYC Rejected",
+        "rejected",
+    )
+    records = await audit_records(app.state.database, "kyc.decide")
+    assert [r.details["reason"] for r in records] == ["Documents checked", "Forged passport"]
+
+
+async def test_a_document_downloads_by_id_as_an_attachment_and_is_audited(bank, app):
+    body, _ = await bank.customer()
+    other, _ = await bank.customer()
+    admin = await bank.staff()
+    file = await admin_get(bank, admin, f"/api/admin/customers/{body['customer_id']}")
+    documents = {d["kind"]: d for d in file["kyc"]["documents"]}
+    passport = documents["id_document"]
+    url = f"/api/admin/customers/{body['customer_id']}/documents/{passport['document_id']}"
+    response = await bank.client.get(url, headers=admin)
+    assert response.status_code == 200
+    assert response.content == PNG
+    assert response.headers["content-type"] == "image/png"
+    assert response.headers["content-disposition"].startswith("attachment;")
+    assert f"id_document-{passport['document_id']}.png" in response.headers["content-disposition"]
+    proof = documents["address_proof"]["document_id"]
+    pdf = await bank.client.get(
+        f"/api/admin/customers/{body['customer_id']}/documents/{proof}", headers=admin
+    )
+    assert pdf.content == PDF and pdf.headers["content-type"] == "application/pdf"
+    # Another customer's document under this customer's id: 404, as a made-up id is.
+    crossed = await bank.client.get(
+        f"/api/admin/customers/{other['customer_id']}/documents/{passport['document_id']}",
+        headers=admin,
+    )
+    problem(crossed, 404, "document_not_found")
+    reads = await audit_records(app.state.database, "customer.document_read")
+    assert [r.details["document_id"] for r in reads] == [passport["document_id"], proof]
+    customer = await bank.client.get(url, headers=(await bank.customer())[1])
+    problem(customer, 403, "forbidden")
+
+
+async def test_suspension_stops_money_at_once_and_reactivation_restores_it(bank, app):
+    body, headers, number = await funded_account(bank, "100.00")
+    admin = await bank.staff()
+    base = f"/api/admin/customers/{body['customer_id']}"
+    suspended = await bank.client.post(
+        f"{base}/suspend", json={"reason": "Court order 12"}, headers=admin
+    )
+    assert suspended.status_code == 200 and suspended.json()["status"] == "Suspended"
+    problem(
+        await deposit(bank.client, headers, number, "10.00"), 403, "customer_suspended"
+    )  # the same token
+    assert (await bank.client.get(f"/api/accounts/{number}", headers=headers)).status_code == 200
+    problem(
+        await bank.client.post(f"{base}/suspend", json={"reason": "again!"}, headers=admin),
+        409,
+        "already_decided",
+    )
+    back = await bank.client.post(
+        f"{base}/reactivate", json={"reason": "Order lifted"}, headers=admin
+    )
+    assert back.status_code == 200 and back.json()["status"] == "Active"
+    assert (await deposit(bank.client, headers, number, "10.00")).status_code == 201
+    actions = [
+        r.action
+        for r in await audit_records(app.state.database)
+        if r.action.startswith("customer.")
+    ]
+    assert actions[-2:] == ["customer.suspend", "customer.reactivate"]
+
+
+async def test_a_disabled_staff_user_loses_every_session_at_once(bank, app):
+    admin = await bank.staff()
+    username, password = await bank.staff_user("auditor")
+    tokens = await bank.token(username, password)
+    auditor = {"Authorization": f"Bearer {tokens['access_token']}"}
+    assert (await bank.client.get("/api/audit/verify", headers=auditor)).status_code == 200
+    users = await admin_get(bank, admin, "/api/admin/users", role="auditor")
+    target = next(u for u in users["items"] if u["username"] == username)
+    assert target["is_active"] is True
+    url = f"/api/admin/users/{target['user_id']}/disable"
+    done = await bank.client.post(url, json={"reason": "Left the bank"}, headers=admin)
+    assert done.status_code == 200 and done.json()["is_active"] is False
+    assert (await bank.client.get("/api/audit/verify", headers=auditor)).status_code == 401
+    refreshed = await bank.client.post(
+        "/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+    )
+    assert refreshed.status_code == 401
+    problem(await bank.login(username, password), 401, "invalid_credentials")
+    problem(
+        await bank.client.post(url, json={"reason": "Left the bank"}, headers=admin),
+        409,
+        "already_decided",
+    )
+    me = (await bank.client.get("/api/auth/me", headers=admin)).json()
+    own = await bank.client.post(
+        f"/api/admin/users/{me['user_id']}/disable", json={"reason": "tired"}, headers=admin
+    )
+    problem(own, 409, "cannot_disable_self")
+    _customer, customer_headers = await bank.customer()
+    customer_user = (await bank.client.get("/api/auth/me", headers=customer_headers)).json()[
+        "user_id"
+    ]
+    problem(
+        await bank.client.post(
+            f"/api/admin/users/{customer_user}/disable", json={"reason": "no way"}, headers=admin
+        ),
+        404,
+        "staff_not_found",
+    )
+    records = await audit_records(app.state.database, "staff.disable")
+    assert [r.details["reason"] for r in records] == ["Left the bank"]

@@ -245,3 +245,7 @@ class StaffNotFound(NotFound):
 
 class CannotDisableSelf(Conflict):
     title = "An admin cannot disable their own user"
+
+
+class InboxItemNotFound(NotFound):
+    title = "Inbox item not found"

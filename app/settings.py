@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     four_eyes_threshold: Decimal = Field(default=Decimal("100000.00"), gt=0, decimal_places=2)
     loan_grace_days: int = Field(default=5, ge=0, le=365)
     loan_late_fee: Decimal = Field(default=Decimal("25.00"), ge=0, decimal_places=2)
+    # The reviewers' inbox (app/services/inbox.py): how long each kind of item may wait.
+    sla_kyc_review: timedelta = Field(default=timedelta(hours=24), gt=timedelta(0))
+    sla_loan_approval: timedelta = Field(default=timedelta(hours=24), gt=timedelta(0))
+    sla_fraud_flag: timedelta = Field(default=timedelta(hours=24), gt=timedelta(0))
+    sla_held_transaction: timedelta = Field(default=timedelta(hours=4), gt=timedelta(0))
     # Rate limits (app/ratelimit.py), as `limits` strings: "N/second|minute|hour|day", several
     # joined by ";". Each is far above honest use and above what the project's own load
     # tools send from one address (README, Configuration); production may lower them.

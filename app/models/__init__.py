@@ -18,6 +18,7 @@ from app.models.fraud import (
     RuleSet,
     ScoreQueue,
 )
+from app.models.inbox import InboxClaim
 from app.models.job import Job, JobKind
 from app.models.ledger import (
     Account,
@@ -59,6 +60,7 @@ __all__ = [
     "Hold",
     "HoldStatus",
     "IdempotencyRecord",
+    "InboxClaim",
     "Installment",
     "Job",
     "JobKind",

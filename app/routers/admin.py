@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import FileResponse, Response
@@ -14,6 +14,7 @@ from app.schemas.admin import (
     CustomerFileOut,
     CustomerStatusName,
     CustomerSummaryOut,
+    InboxItemOut,
     KycDecisionIn,
     ReasonIn,
 )
@@ -35,7 +36,7 @@ from app.schemas.fraud import (
 from app.schemas.ledger import AccountOut, AccountStatusChange
 from app.schemas.loan import AdminLoanOut
 from app.schemas.staff import StaffCreate, StaffOut
-from app.services import accounts, customer_admin, fraud, holds, loans, staff
+from app.services import accounts, customer_admin, fraud, holds, inbox, loans, staff
 from app.services.audit import Actor
 
 router = APIRouter(prefix="/api/admin", tags=["admin"], route_class=DecimalRoute)
@@ -105,6 +106,82 @@ async def disable_user(
         db, security, principal=principal, user_id=user_id, reason=body.reason
     )
     return StaffOut.of(user)
+
+
+# --- the reviewers' inbox (API.md §7) ------------------------------------------------
+
+ItemId = Annotated[
+    str,
+    Path(
+        pattern=r"^(kyc_review|loan_approval|fraud_flag|held_transaction):[0-9]{1,18}$",
+        description="`kind:entity_id`, as the inbox lists it",
+    ),
+]
+
+
+@router.get(
+    "/inbox",
+    response_model=Page[InboxItemOut],
+    summary="Every item waiting for a person, oldest first",
+    responses=problem_responses(401, 403, 422),
+)
+async def list_inbox(
+    principal: AdminUser,
+    db: DbSession,
+    kind: Literal["kyc_review", "loan_approval", "fraud_flag", "held_transaction"] | None = None,
+    assigned_to: Annotated[
+        str | None, Query(pattern=DIGITS, max_length=18, description="An admin's user id")
+    ] = None,
+    unassigned: bool = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> Page[InboxItemOut]:
+    """KYC reviews, loans waiting for a first or second approval, open fraud flags and held
+    transactions, oldest first, each with its SLA deadline (`BANK_SLA_KYC_REVIEW`,
+    `_LOAN_APPROVAL`, `_FRAUD_FLAG`, `_HELD_TRANSACTION`), whether it is overdue and who
+    holds it. Admins only."""
+    page = await inbox.list_items(
+        db,
+        kind=kind,
+        assigned_to=int(assigned_to) if assigned_to else None,
+        unassigned=unassigned,
+        cursor=cursor,
+        limit=limit,
+    )
+    return Page[InboxItemOut](
+        items=[InboxItemOut.model_validate(inbox.describe(i)) for i in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.post(
+    "/inbox/next",
+    response_model=InboxItemOut,
+    summary="Take the oldest item nobody holds",
+    responses={**problem_responses(401, 403), 204: {"description": "Nothing waits for you"}},
+)
+async def next_item(principal: AdminUser, db: DbSession) -> Any:
+    """The oldest item nobody holds that the caller may decide, now held by the caller
+    (audited); 204 when none waits. Two admins asking at once never get the same item. An
+    admin is never handed a loan they approved already (the second approval is someone
+    else's) nor an item of the customer their user is linked to. Admins only."""
+    item = await inbox.take_next(db, principal=principal)
+    if item is None:
+        return Response(status_code=204)
+    return InboxItemOut.model_validate(inbox.describe(item))
+
+
+@router.post(
+    "/inbox/{item_id}/take",
+    response_model=InboxItemOut,
+    summary="Take an item over from whoever holds it",
+    responses=problem_responses(401, 403, 404),
+)
+async def take_item(item_id: ItemId, principal: AdminUser, db: DbSession) -> InboxItemOut:
+    """Hold an item, taking it over from the admin who holds it, if any (audited with the
+    previous holder). An item no longer waiting is 404. Admins only."""
+    item = await inbox.take_over(db, principal=principal, item_id=item_id)
+    return InboxItemOut.model_validate(inbox.describe(item))
 
 
 # --- customers (API.md §7) ---------------------------------------------------------

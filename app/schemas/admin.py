@@ -42,3 +42,15 @@ class KycDecisionIn(Body):
 
 class ReasonIn(Body):
     reason: PlainText = Field(min_length=3, max_length=500)
+
+
+class InboxItemOut(Schema):
+    item_id: str = Field(examples=["loan_approval:12"], description="`kind:entity_id`")
+    kind: Literal["kyc_review", "loan_approval", "fraud_flag", "held_transaction"]
+    entity_id: str = Field(description="The customer, loan, flag or transaction id")
+    customer_id: str | None
+    created_at: UtcDateTime = Field(description="Waiting since")
+    due_at: UtcDateTime = Field(description="The SLA deadline (BANK_SLA_* after created_at)")
+    overdue: bool
+    age_seconds: int
+    assigned_to: str | None = Field(description="The admin's user id holding it, if any")

@@ -20,7 +20,7 @@ from app.db import database_of, end_reads, retry_on_conflict, unit_of_work
 from app.errors import AlreadyDecided, CustomerNotFound, DocumentNotFound, ValidationFailed
 from app.models import Account, Customer, CustomerStatus, KycDocument, KycStatus, User
 from app.security import Principal
-from app.services import audit
+from app.services import audit, inbox
 from app.services.audit import Actor
 from app.services.customers import Profile, load_profile, parse_customer_id
 from app.services.pagination import Slice, decode_cursor, read_limit, slice_of
@@ -126,6 +126,7 @@ async def decide_kyc(
         else:
             customer.status, customer.kyc_status = CustomerStatus.kyc_rejected, KycStatus.rejected
         customer.kyc_checked_at = datetime.now(UTC)
+        await inbox.release(db, inbox.KYC, customer.id)
         await audit.record(
             tx,
             actor=Actor.of(principal),

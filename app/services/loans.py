@@ -50,6 +50,7 @@ from app.services import (
     amortization,
     audit,
     idempotency,
+    inbox,
     loan_ledger,
 )
 from app.services.audit import Actor
@@ -438,6 +439,9 @@ async def decide(
                 raise ValidationFailed("A rejection needs a reason.", field="reason")
             loan.status = LoanStatus.rejected
             _decided(loan, admin.id, reason)
+        # Whoever held it in the inbox lets go: a loan waiting for its second approval goes
+        # back to the queue for another admin.
+        await inbox.release(db, inbox.LOAN, loan.id)
         await audit.record(
             tx,
             actor=actor,

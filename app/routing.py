@@ -156,3 +156,14 @@ def download(file: Download) -> Response:
         media_type=file.media_type,
         headers={"Content-Disposition": f'attachment; filename="{file.filename}"'},
     )
+
+
+def audited(*actions: str) -> dict[str, Any]:
+    """An endpoint's OpenAPI extension naming the audit actions it records (a test holds
+    every state-changing endpoint to having some, and each to being recorded in app/)."""
+    return {"x-audit-actions": list(actions)}
+
+
+def not_audited(reason: str) -> dict[str, Any]:
+    """A POST that changes nothing (a calculation): no audit record, and why."""
+    return {"x-audit-actions": [], "x-not-audited": reason}

@@ -27,7 +27,8 @@ async def test_admin_creates_an_auditor_who_can_read_the_audit_log(bank, databas
     response = await bank.client.post("/api/admin/users", json=_staff(), headers=admin)
     assert response.status_code == 201, response.text
     body = response.json()
-    assert set(body) == {"user_id", "username", "email", "role", "created_at"}
+    assert set(body) == {"user_id", "username", "email", "role", "is_active", "created_at"}
+    assert body["is_active"] is True
     assert (body["username"], body["email"], body["role"]) == (
         "audrey",
         "audrey@bank.example",

@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse, Response
 
 from app.deps import AdminUser, DatabaseDep, DbSession, RulesDep, SecurityDep, SettingsDep
 from app.models import Role
-from app.routing import DIGITS, AccountNumberPath, DecimalRoute
+from app.routing import DIGITS, AccountNumberPath, DecimalRoute, audited
 from app.schemas.admin import (
     CustomerFileOut,
     CustomerStatusName,
@@ -44,6 +44,7 @@ router = APIRouter(prefix="/api/admin", tags=["admin"], route_class=DecimalRoute
 
 @router.post(
     "/users",
+    openapi_extra=audited("staff.create"),
     status_code=201,
     response_model=StaffOut,
     summary="Create a staff user (admin or auditor)",
@@ -86,6 +87,7 @@ async def list_users(
 
 @router.post(
     "/users/{user_id:digits}/disable",
+    openapi_extra=audited("staff.disable"),
     response_model=StaffOut,
     summary="Disable a staff user: no login, every session ends",
     responses=problem_responses(400, 401, 403, 404, 409, 422),
@@ -156,6 +158,7 @@ async def list_inbox(
 
 @router.post(
     "/inbox/next",
+    openapi_extra=audited("inbox.assign"),
     response_model=InboxItemOut,
     summary="Take the oldest item nobody holds",
     responses={**problem_responses(401, 403), 204: {"description": "Nothing waits for you"}},
@@ -173,6 +176,7 @@ async def next_item(principal: AdminUser, db: DbSession) -> Any:
 
 @router.post(
     "/inbox/{item_id}/take",
+    openapi_extra=audited("inbox.take_over"),
     response_model=InboxItemOut,
     summary="Take an item over from whoever holds it",
     responses=problem_responses(401, 403, 404),
@@ -247,6 +251,7 @@ async def get_customer_file(
 
 @router.post(
     "/customers/{customer_id:digits}/kyc",
+    openapi_extra=audited("kyc.decide"),
     response_model=CustomerOut,
     summary="Decide a customer's KYC: approve or reject",
     responses=problem_responses(400, 401, 403, 404, 409, 422),
@@ -300,6 +305,7 @@ async def get_document(
 
 @router.post(
     "/customers/{customer_id:digits}/suspend",
+    openapi_extra=audited("customer.suspend"),
     response_model=CustomerOut,
     summary="Suspend a customer: they read, they move no money",
     responses=problem_responses(400, 401, 403, 404, 409, 422),
@@ -318,6 +324,7 @@ async def suspend_customer(
 
 @router.post(
     "/customers/{customer_id:digits}/reactivate",
+    openapi_extra=audited("customer.reactivate"),
     response_model=CustomerOut,
     summary="Reactivate a suspended customer",
     responses=problem_responses(400, 401, 403, 404, 409, 422),
@@ -335,6 +342,7 @@ async def reactivate_customer(
 
 @router.patch(
     "/accounts/{account_number}",
+    openapi_extra=audited("account.status"),
     response_model=AccountOut,
     summary="Freeze, unfreeze or close a customer's account",
     responses=problem_responses(401, 403, 404, 409, 422),
@@ -420,6 +428,7 @@ async def get_flag(flag_id: FlagId, principal: AdminUser, db: DbSession) -> Flag
 
 @fraud_router.post(
     "/flags/{flag_id:digits}/assign",
+    openapi_extra=audited("fraud.flag_assigned"),
     response_model=FlagOut,
     summary="Assign a flag to myself",
     responses=problem_responses(401, 403, 404, 409),
@@ -432,6 +441,7 @@ async def assign_flag(flag_id: FlagId, principal: AdminUser, db: DbSession) -> F
 
 @fraud_router.post(
     "/flags/{flag_id:digits}/resolve",
+    openapi_extra=audited("fraud.flag_resolved"),
     response_model=FlagOut,
     summary="Resolve a flag as legitimate or fraud",
     responses=problem_responses(400, 401, 403, 404, 409, 422),
@@ -497,6 +507,7 @@ async def get_held(
 
 @fraud_router.post(
     "/transactions/{transaction_id:digits}/approve",
+    openapi_extra=audited("transaction.approve"),
     response_model=HeldTransactionOut,
     summary="Approve a held transaction: the money moves",
     responses=problem_responses(400, 401, 403, 404, 409, 422),
@@ -524,6 +535,7 @@ async def approve_held(
 
 @fraud_router.post(
     "/transactions/{transaction_id:digits}/reject",
+    openapi_extra=audited("transaction.reject"),
     response_model=HeldTransactionOut,
     summary="Reject a held transaction: the hold is released",
     responses=problem_responses(400, 401, 403, 404, 409, 422),
@@ -570,6 +582,7 @@ async def list_entries(
 
 @fraud_router.post(
     "/fraud/lists",
+    openapi_extra=audited("fraud.block_listed", "fraud.allow_listed"),
     status_code=201,
     response_model=ListEntryOut,
     summary="Add a block or allow list entry",
@@ -599,6 +612,7 @@ async def add_entry(
 
 @fraud_router.delete(
     "/fraud/lists/{entry_id:digits}",
+    openapi_extra=audited("fraud.list_entry_deleted"),
     status_code=204,
     summary="Remove a block or allow list entry",
     responses=problem_responses(401, 403, 404),
@@ -611,6 +625,7 @@ async def delete_entry(entry_id: EntryId, principal: AdminUser, db: DbSession) -
 
 @fraud_router.post(
     "/fraud/backtest",
+    openapi_extra=audited("fraud.backtest"),
     response_model=BacktestOut,
     summary="Backtest a candidate rule set on the bank's history",
     responses=problem_responses(400, 401, 403, 422),
@@ -681,6 +696,7 @@ async def get_loan(loan_id: LoanId, principal: AdminUser, db: DbSession) -> Admi
 
 @loan_router.post(
     "/loans/{loan_id:digits}/approve",
+    openapi_extra=audited("loan.approve"),
     response_model=AdminLoanOut,
     summary="Approve a loan: the last approval it needs pays it out",
     responses=problem_responses(400, 401, 403, 404, 409, 422),
@@ -704,6 +720,7 @@ async def approve_loan(
 
 @loan_router.post(
     "/loans/{loan_id:digits}/reject",
+    openapi_extra=audited("loan.reject"),
     response_model=AdminLoanOut,
     summary="Reject a loan application",
     responses=problem_responses(400, 401, 403, 404, 409, 422),

@@ -27,7 +27,9 @@ from app.routing import (
     AccountNumberQuery,
     DecimalRoute,
     StrictQueryRoute,
+    audited,
     download,
+    not_audited,
 )
 from app.schemas.common import IsoDate, Page, day_start, iso_utc, problem_responses
 from app.schemas.customer import CustomerOut, CustomerUpdate
@@ -85,6 +87,7 @@ async def get_me(principal: CurrentCustomer, db: DbSession) -> CustomerOut:
 
 @router.patch(
     "/me",
+    openapi_extra=audited("customer.update"),
     response_model=CustomerOut,
     summary="Update my email, phone or address",
     responses=problem_responses(401, 403, 409, 422),
@@ -150,6 +153,7 @@ def _created(movement: Movement, tasks: BackgroundTasks, scorer: Scorer) -> Resp
 
 @banking.post(
     "/accounts",
+    openapi_extra=audited("account.open"),
     tags=["accounts"],
     status_code=201,
     response_model=AccountOut,
@@ -203,6 +207,7 @@ async def get_account(
 
 @banking.post(
     "/accounts/{account_number}/close",
+    openapi_extra=audited("account.close"),
     tags=["accounts"],
     response_model=AccountOut,
     summary="Close an account (only at zero balance)",
@@ -280,6 +285,7 @@ def statement_out(statement: statements.Statement) -> StatementOut:
 
 @banking.post(
     "/transactions/deposit",
+    openapi_extra=audited("transaction.deposit"),
     status_code=201,
     response_model=TransactionOut,
     tags=["transactions"],
@@ -317,6 +323,7 @@ async def deposit(
 
 @banking.post(
     "/transactions/withdrawal",
+    openapi_extra=audited("transaction.withdrawal"),
     status_code=201,
     response_model=TransactionOut,
     tags=["transactions"],
@@ -352,6 +359,7 @@ async def withdrawal(
 
 @banking.post(
     "/transactions/transfer",
+    openapi_extra=audited("transaction.transfer"),
     status_code=201,
     response_model=TransactionOut,
     tags=["transactions"],
@@ -475,6 +483,7 @@ async def loan_products(catalog: ProductsDep) -> Page[ProductOut]:
 
 @banking.post(
     "/loans/quote",
+    openapi_extra=not_audited("computes a quote and changes nothing"),
     tags=["loans"],
     response_model=QuoteOut,
     summary="Quote a loan: the payment and the whole schedule",
@@ -498,6 +507,7 @@ async def loan_quote(body: QuoteIn, catalog: ProductsDep, database: DatabaseDep)
 
 @banking.post(
     "/loans",
+    openapi_extra=audited("loan.apply"),
     tags=["loans"],
     status_code=201,
     response_model=LoanOut,
@@ -597,6 +607,7 @@ async def loan_schedule(
 
 @banking.post(
     "/loans/{loan_id:digits}/withdraw",
+    openapi_extra=audited("loan.withdraw"),
     tags=["loans"],
     response_model=LoanOut,
     summary="Withdraw my pending application",
@@ -610,6 +621,7 @@ async def withdraw_loan(loan_id: LoanIdPath, principal: CurrentCustomer, db: DbS
 
 @banking.post(
     "/loans/{loan_id:digits}/repayments",
+    openapi_extra=audited("loan.repay", "loan.accrue"),
     tags=["loans"],
     status_code=201,
     response_model=RepaymentOut,

@@ -9,7 +9,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from app.deps import CurrentUser, DatabaseDep, DbSession, SecurityDep, SettingsDep
 from app.ratelimit import LOGIN_LIMIT, REGISTRATION_LIMIT
-from app.routing import StrictFormRoute
+from app.routing import StrictFormRoute, audited
 from app.schemas.auth import MeOut, PasswordChangeIn, RefreshIn, TokenOut
 from app.schemas.common import HealthOut, problem_responses
 from app.schemas.customer import RegistrationForm, RegistrationOut
@@ -45,6 +45,7 @@ async def ready(database: DatabaseDep, response: Response) -> dict[str, str]:
 
 @router.post(
     "/api/auth/token",
+    openapi_extra=audited("auth.login"),
     response_model=TokenOut,
     tags=["auth"],
     summary="Log in with username (or email) and password",
@@ -64,6 +65,7 @@ async def token(
 
 @router.post(
     "/api/auth/refresh",
+    openapi_extra=audited("auth.refresh", "auth.refresh_reuse"),
     response_model=TokenOut,
     tags=["auth"],
     summary="Exchange a refresh token for a new pair (rotation)",
@@ -78,6 +80,7 @@ async def refresh(body: RefreshIn, db: DbSession, security: SecurityDep) -> auth
 
 @router.post(
     "/api/auth/logout",
+    openapi_extra=audited("auth.logout"),
     status_code=204,
     tags=["auth"],
     summary="Revoke the session (refresh-token family)",
@@ -94,6 +97,7 @@ async def logout(
 
 @router.post(
     "/api/auth/password",
+    openapi_extra=audited("auth.password_change"),
     status_code=204,
     tags=["auth"],
     summary="Change password; every other session ends",
@@ -135,6 +139,7 @@ async def me(principal: CurrentUser) -> MeOut:
 
 @router.post(
     "/api/customers/register",
+    openapi_extra=audited("customer.register"),
     status_code=201,
     response_model=RegistrationOut,
     tags=["customers"],

@@ -241,18 +241,48 @@ async def test_logs_export_as_csv(bank):
         assert json.loads(row["details"]) == record["details"]
 
 
-async def test_csv_export_pages_with_a_header_cursor(bank):
-    await bank.customer()
+async def test_csv_export_streams_the_whole_filtered_range_in_one_download(bank, database):
+    for _ in range(3):
+        await bank.customer()
     headers = await bank.staff("auditor")
+    everything = (await _logs(bank, headers, limit=500))["items"]
     response = await bank.client.get(
         "/api/audit/logs", params={"format": "csv", "limit": 2}, headers=headers
     )
-    assert len(list(csv.DictReader(io.StringIO(response.text)))) == 2
-    cursor = response.headers["x-next-cursor"]
-    rest = await bank.client.get(
-        "/api/audit/logs", params={"format": "csv", "cursor": cursor}, headers=headers
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert [int(r["seq"]) for r in rows] == [r["seq"] for r in everything]  # not a page
+    assert "x-next-cursor" not in response.headers
+    newest = await bank.client.get(
+        "/api/audit/logs", params={"format": "csv", "order": "desc"}, headers=headers
     )
-    assert int(next(csv.DictReader(io.StringIO(rest.text)))["seq"]) == 3
+    seqs = [int(r["seq"]) for r in csv.DictReader(io.StringIO(newest.text))]
+    assert seqs == sorted(seqs, reverse=True) and len(seqs) >= len(everything)
+    batches = [
+        [r.seq for r in batch]
+        async for batch in audit.stream_records(database, filters=audit.LogFilter(), batch=3)
+    ]
+    assert [seq for batch in batches for seq in batch] == [r["seq"] for r in everything]
+    assert max(len(b) for b in batches) == 3
+
+
+async def test_logs_filter_by_outcome_request_id_and_actor_username_in_either_order(bank):
+    _, customer = await bank.customer(username="filterme")
+    await bank.client.get("/api/audit/logs", headers={**customer, "X-Request-ID": "req-audit-42"})
+    headers = await bank.staff("auditor")
+    (tagged,) = (await _logs(bank, headers, request_id="req-audit-42"))["items"]
+    assert (tagged["action"], tagged["outcome"]) == ("access.denied", "denied")
+    denied = (await _logs(bank, headers, outcome="denied"))["items"]
+    assert denied and {r["outcome"] for r in denied} == {"denied"}
+    mine = (await _logs(bank, headers, actor="filterme"))["items"]
+    me = (await bank.client.get("/api/auth/me", headers=customer)).json()["user_id"]
+    assert mine and {r["actor_id"] for r in mine} == {me}
+    assert (await _logs(bank, headers, actor="nobody-by-that-name"))["items"] == []
+    ascending = [r["seq"] for r in (await _logs(bank, headers, limit=500))["items"]]
+    first = await _logs(bank, headers, order="desc", limit=2)
+    rest = await _logs(bank, headers, order="desc", limit=500, cursor=first["next_cursor"])
+    assert [r["seq"] for r in first["items"] + rest["items"]] == sorted(ascending, reverse=True)
+    bad = await bank.client.get("/api/audit/logs", params={"outcome": "maybe"}, headers=headers)
+    problem(bad, 422, "validation_error")
 
 
 async def test_csv_export_defuses_spreadsheet_formulas(bank, database):

@@ -23,7 +23,7 @@ from app import store
 from app.context import client_ip_var, request_id_var
 from app.db import Database, Tx, session_tx, unit_of_work
 from app.errors import BankError
-from app.models import AuditRecord
+from app.models import AuditRecord, User
 from app.security import Principal
 from app.services.pagination import Slice, decode_cursor, read_limit, slice_of
 from app.store.audit import CANONICAL, GENESIS, compute_hash
@@ -106,24 +106,35 @@ async def verify_chain(db: AsyncSession, batch: int = 10_000) -> ChainReport:
 
 @dataclass(frozen=True, slots=True)
 class LogFilter:
-    actor: str | None = None
+    actor: str | None = None  # a user id, a username, or "system"
     action: str | None = None
     entity_type: str | None = None
     entity_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    outcome: str | None = None
+    request_id: str | None = None
 
 
-async def list_records(
-    db: AsyncSession, *, filters: LogFilter, cursor: str | None, limit: int
-) -> Slice[AuditRecord]:
-    """Records in chain order (oldest first), a page of `limit` after the cursor's seq."""
-    query = select(AuditRecord).order_by(AuditRecord.seq).limit(read_limit(limit))
+async def _actor_id(db: AsyncSession, actor: str | None) -> str | None:
+    """The stored actor id a filter names: an id as given, a username looked up (an unknown
+    one matches nobody)."""
+    if actor is None or actor.isdigit() or actor == SYSTEM.id:
+        return actor
+    user_id = await db.scalar(select(User.id).where(User.username == actor.lower()))
+    return str(user_id) if user_id is not None else "-"
+
+
+async def _query(db: AsyncSession, filters: LogFilter, *, newest_first: bool) -> Any:
+    order = AuditRecord.seq.desc() if newest_first else AuditRecord.seq
+    query = select(AuditRecord).order_by(order)
     conditions = [
-        (AuditRecord.actor_id, filters.actor),
+        (AuditRecord.actor_id, await _actor_id(db, filters.actor)),
         (AuditRecord.action, filters.action),
         (AuditRecord.entity_type, filters.entity_type),
         (AuditRecord.entity_id, filters.entity_id),
+        (AuditRecord.outcome, filters.outcome),
+        (AuditRecord.request_id, filters.request_id),
     ]
     for column, value in conditions:
         if value is not None:
@@ -132,10 +143,48 @@ async def list_records(
         query = query.where(AuditRecord.at >= filters.since)
     if filters.until is not None:
         query = query.where(AuditRecord.at < filters.until)
+    return query
+
+
+async def list_records(
+    db: AsyncSession,
+    *,
+    filters: LogFilter,
+    cursor: str | None,
+    limit: int,
+    newest_first: bool = False,
+) -> Slice[AuditRecord]:
+    """Records in chain order (oldest first, or newest first), a page of `limit` after the
+    cursor's seq."""
+    query = (await _query(db, filters, newest_first=newest_first)).limit(read_limit(limit))
     if (after_seq := decode_cursor(cursor)) is not None:
-        query = query.where(AuditRecord.seq > after_seq)
+        query = query.where(
+            AuditRecord.seq < after_seq if newest_first else AuditRecord.seq > after_seq
+        )
     rows = list((await db.scalars(query)).all())
     return slice_of(rows, limit, key=lambda record: record.seq)
+
+
+async def stream_records(
+    database: Database, *, filters: LogFilter, newest_first: bool = False, batch: int = 1000
+) -> AsyncIterator[list[AuditRecord]]:
+    """Every record a filter matches, `batch` at a time, each batch read in a session of its
+    own (a download outlives the request's session), keyset by seq."""
+    after: int | None = None
+    while True:
+        async with database.session() as db:
+            query = (await _query(db, filters, newest_first=newest_first)).limit(batch)
+            if after is not None:
+                query = query.where(
+                    AuditRecord.seq < after if newest_first else AuditRecord.seq > after
+                )
+            rows = list((await db.scalars(query)).all())
+        if not rows:
+            return
+        yield rows
+        if len(rows) < batch:
+            return
+        after = rows[-1].seq
 
 
 @asynccontextmanager

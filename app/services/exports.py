@@ -31,14 +31,21 @@ def _cell(value: object) -> object:
     return value
 
 
-def csv_download(filename: str, columns: list[str], rows: Iterable[dict[str, Any]]) -> Download:
-    """Rows (JSON values) as CSV, one column each of `columns`."""
+def csv_text(columns: list[str], rows: Iterable[dict[str, Any]], *, header: bool = True) -> str:
+    """Rows (JSON values) as CSV text, one column each of `columns` (a part of a streamed
+    file leaves the header out)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
+    if header:
+        writer.writeheader()
     for row in rows:
         writer.writerow({k: _cell(v) for k, v in row.items()})
-    return Download(filename, "text/csv", buffer.getvalue())
+    return buffer.getvalue()
+
+
+def csv_download(filename: str, columns: list[str], rows: Iterable[dict[str, Any]]) -> Download:
+    """Rows (JSON values) as CSV, one column each of `columns`."""
+    return Download(filename, "text/csv", csv_text(columns, rows))
 
 
 # A PDF's table is set in Courier, one text run per row: fixed-width columns padded with

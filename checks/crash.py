@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import random
 import secrets
@@ -91,6 +92,7 @@ from checks.crash_books import PENDING_KYC, Books, LoanBooks, Scoring
 from checks.crash_loans import (
     ADMIN_PASSWORD,
     EXTRA_ADMINS,
+    FOUR_EYES_CENTS,
     LOAN_CLIENTS,
     LOAN_KEY_PREFIX,
     Admin,
@@ -118,6 +120,8 @@ SERVER_ENV = {
     # A scoring batch the kill left leased is taken again once its lease runs out (the
     # scorer sweeps every BANK_FRAUD_SWEEP_SECONDS, 1 s by default; a 10 s lease).
     "BANK_FRAUD_LEASE_SECONDS": "3",
+    # The loans' checks hold the four-eyes loans to two approvals at this threshold.
+    "BANK_FOUR_EYES_THRESHOLD": f"{Decimal(FOUR_EYES_CENTS) / 100:.2f}",
 }
 SCORE_WAIT_S = int(SERVER_ENV["BANK_FRAUD_LEASE_SECONDS"]) + 15.0  # from the kill
 TRANSFER, REGISTRATION = "transfer", "registration"
@@ -285,6 +289,12 @@ class EngineRun:
 
     def fail(self, message: str) -> None:
         self.failures.append(message)
+
+    def unexpected(self, cycle: int, what: str) -> None:
+        """A connection error the kill did not cause (or an answer a client could not go
+        on with)."""
+        self.unexpected_errors += 1
+        self.fail(f"cycle {cycle}: {what}")
 
     def fail_once(self, cycle: int, problem: str) -> None:
         """A problem of the books, reported at the first cycle that finds it."""
@@ -479,12 +489,8 @@ class EngineRun:
             killed.set()  # before the signal: every error after it is the kill's
             self.kill_server()
 
-        def unexpected(what: str) -> None:
-            self.unexpected_errors += 1
-            self.fail(f"cycle {cycle}: {what}")
-
         assert self.loans is not None
-        loans = self.loans
+        loans, unexpected = self.loans, functools.partial(self.unexpected, cycle)
         async with self.client() as client, self.client(LOAN_CONNECTIONS) as loan_client:
             await asyncio.gather(
                 killer(),
@@ -528,13 +534,8 @@ class EngineRun:
         committed."""
         assert self.loans is not None
         self.loans.mark_committed(calls, before)
-
-        def unexpected(what: str) -> None:
-            self.unexpected_errors += 1
-            self.fail(f"cycle {cycle}: {what}")
-
         async with self.client(LOAN_CONNECTIONS) as client:
-            await self.loans.resend(client, calls, unexpected)
+            await self.loans.resend(client, calls, functools.partial(self.unexpected, cycle))
 
     # -- the checks --------------------------------------------------------------------
 
@@ -949,7 +950,11 @@ async def balance(client: httpx.AsyncClient, token: str, number: str) -> Decimal
 
 
 def run_engine(label: str, database_url: str | None, cycles: int, rng: random.Random) -> EngineRun:
-    print(f"== {label}: {cycles} kill -9 cycles, {WORKERS} workers, {CLIENTS} clients", flush=True)
+    print(
+        f"== {label}: {cycles} kill -9 cycles, {WORKERS} workers, {CLIENTS} clients"
+        f" (and {LOAN_CLIENTS} on loans)",
+        flush=True,
+    )
     started = time.perf_counter()
     with fresh_environment(database_url) as env:
         env = {**env, **SERVER_ENV}

@@ -5,8 +5,8 @@ Each loan client, over and over until the kill:
 - applies for a loan (`POST /api/loans` with an Idempotency-Key): a seeded payer a
   personal loan, 1000.00 to 2500.00 over 6 to 60 months, paid out to its own account;
   every FOUR_EYES_EVERY-th application is the demo customer's home loan of 100000.00 to
-  250000.00 over 60 to 360 months, at or above the four-eyes threshold (BANK_FOUR_EYES_
-  THRESHOLD, 100000.00 by default: two different admins must approve it);
+  250000.00 over 60 to 360 months, at or above the four-eyes threshold (the server runs
+  with BANK_FOUR_EYES_THRESHOLD=100000.00, its default: two different admins approve);
 - or decides a pending loan: a burst of concurrent approvals by two or three of the
   admins (all three for a four-eyes loan, now and then one of them twice), sometimes with
   the borrower withdrawing it or one admin rejecting it in the same burst, so exactly one
@@ -69,10 +69,12 @@ LOAN_CLIENTS = 2
 ADMIN_PASSWORD = "crash-admin-password-1"
 EXTRA_ADMINS = ("crashadmin1", "crashadmin2")  # made through the API, next to the demo admin
 LOAN_KEY_PREFIX = "crashloan-"
-FOUR_EYES_CENTS = 10_000_000  # BANK_FOUR_EYES_THRESHOLD's default, 100000.00
+FOUR_EYES_CENTS = (
+    10_000_000  # BANK_FOUR_EYES_THRESHOLD (its default, 100000.00), set for the server
+)
 FOUR_EYES_EVERY = 3
 PERSONAL_CENTS, PERSONAL_MONTHS = (100_000, 250_000), (6, 60)
-HOME_CENTS, HOME_MONTHS = (FOUR_EYES_CENTS, 25_000_000), (60, 180)
+HOME_CENTS, HOME_MONTHS = (FOUR_EYES_CENTS, 25_000_000), (60, 360)
 PAYER_INCOME, DEMO_INCOME = "6000.00", "40000.00"
 MAX_OPEN = 6
 REPAY_CENTS = (2_000, 40_000)
@@ -172,7 +174,7 @@ class LoanCall:
     name: str  # an application's or repayment's Idempotency-Key; else a label
     case: Case
     token: str
-    payload: dict[str, str] | None
+    payload: dict[str, Any] | None
     admin: Admin | None = None  # who approves or rejects
     amount: int = 0  # a repayment's, in cents
     cycle: int = 0
@@ -331,7 +333,7 @@ class LoanTraffic:
         payload = {
             "product": "home" if four_eyes else "personal",
             "principal": money(principal),
-            "term_months": str(months),
+            "term_months": months,
             "monthly_income": DEMO_INCOME if four_eyes else PAYER_INCOME,
             "account_number": borrower.account,
             "purpose": f"crash test {cycle}",

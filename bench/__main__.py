@@ -3,7 +3,8 @@ workers) and PostgreSQL (2 and 4 workers), with the raw-storage ceilings (stdlib
 pgbench's TPC-B-like script) and the framework ceiling measured in the same run, the
 books verified after every run, and pass/fail per target.
 
-    python -m bench                      # everything (about 8 minutes)
+    python -m bench                      # everything (about 8 minutes, and 2 per engine
+                                         # for the loans scenario: its seeding is slow)
     python -m bench --engines sqlite     # SQLite only
     python -m bench --quick              # a short smoke run
     python -m bench --product-only       # the product scenario (fraud scoring) only

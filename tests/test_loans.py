@@ -131,6 +131,8 @@ async def test_products_and_a_quote_need_no_login_and_match_the_reference(bank, 
         ({"product": "boat", "principal": "5000.00", "term_months": 12}, "product"),
         ({"product": "auto", "principal": "5000.001", "term_months": 12}, "principal"),
         ({"product": "auto", "principal": 5000.5, "term_months": "x"}, "term_months"),
+        ({"product": "auto", "principal": "5000.00", "term_months": "12"}, "term_months"),
+        ({"product": "auto", "principal": "5000.00", "term_months": 12.0}, "term_months"),
     ],
 )
 async def test_a_quote_out_of_range_is_422_naming_the_field(bank, body, field):

@@ -14,7 +14,7 @@ from app.schemas.ledger import AccountNumber
 
 ProductCode = Field(pattern=r"^[a-z_]{1,16}$", examples=["personal"])
 Money = Field(examples=["888.44"], description="Two-place decimal string")
-Term = Field(ge=1, le=600, description="Months; the product sets the range")
+Term = Field(ge=1, le=600, strict=True, description="Months; the product sets the range")
 
 
 class ProductOut(Schema):

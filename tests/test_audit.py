@@ -403,6 +403,29 @@ async def test_a_deleted_record_breaks_the_chain(bank, database):
     assert (report["valid"], report["first_invalid_seq"]) == (False, 3)
 
 
+async def test_a_range_is_verified_with_its_link_to_the_record_before_it(bank, database):
+    for _ in range(3):
+        await bank.customer()
+    headers = await bank.staff("auditor")
+    whole = await _verify(bank, headers)
+    last = whole["entries_checked"]
+
+    async def verify(**params: int) -> dict:
+        response = await bank.client.get("/api/audit/verify", params=params, headers=headers)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    part = await verify(from_seq=3, to_seq=6)
+    assert (part["valid"], part["entries_checked"]) == (True, 4)
+    assert (await verify(from_seq=last))["entries_checked"] == 1
+    await tamper_audit(database, 5, "ip = '10.9.9.9'")
+    assert (await verify(from_seq=3, to_seq=6))["first_invalid_seq"] == 5
+    assert (await verify(from_seq=6))["valid"] is True  # after the altered record: intact
+    assert (await verify(to_seq=4))["valid"] is True
+    bad = await bank.client.get("/api/audit/verify", params={"from_seq": 0}, headers=headers)
+    problem(bad, 422, "validation_error")
+
+
 async def test_an_empty_log_is_valid(bank, database):
     assert await _service_verify(database) == audit.ChainReport(True, 0, None)
 

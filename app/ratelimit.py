@@ -28,7 +28,7 @@ from limits.aio.strategies import FixedWindowRateLimiter
 from limits.errors import StorageError
 from limits.storage import storage_from_string
 
-from app.deps import AuditReader, CurrentCustomer, oauth2_scheme
+from app.deps import AuditReader, CurrentCustomer, CurrentUser, oauth2_scheme
 from app.errors import RateLimited
 from app.security import Principal
 from app.settings import Settings
@@ -183,7 +183,7 @@ def _exporting(request: Request) -> bool:
     return request.query_params.get("format") in EXPORT_FORMATS
 
 
-async def limit_statement_export(request: Request, principal: CurrentCustomer) -> None:
+async def limit_statement_export(request: Request, principal: CurrentUser) -> None:
     """A statement as CSV or PDF (rendering one is the costly part); JSON is not counted."""
     if _exporting(request):
         await _limits(request).spend(EXPORT_PER_USER, str(principal.user_id))

@@ -215,3 +215,51 @@ async def test_a_disabled_staff_user_loses_every_session_at_once(bank, app):
     )
     records = await audit_records(app.state.database, "staff.disable")
     assert [r.details["reason"] for r in records] == ["Left the bank"]
+
+
+async def test_staff_read_any_customers_accounts_transactions_and_statements_audited(bank, app):
+    _, headers, number = await funded_account(bank, "300.00")
+    moved = await deposit(bank.client, headers, number, "25.00")
+    for role in ("admin", "auditor"):
+        staff = await bank.staff(role)
+        got = await bank.client.get(f"/api/accounts/{number}", headers=staff)
+        assert got.status_code == 200 and got.json()["balance"] == "325.00"
+        listed = await bank.client.get(
+            "/api/transactions", params={"account_number": number}, headers=staff
+        )
+        assert [t["amount"] for t in listed.json()["items"]] == ["25.00", "300.00"]
+        assert listed.json()["items"][0]["balance_after"] == "325.00"
+        one = await bank.client.get(
+            f"/api/transactions/{moved.json()['transaction_id']}", headers=staff
+        )
+        assert one.status_code == 200 and one.json()["amount"] == "25.00"
+        statement = await bank.client.get(f"/api/accounts/{number}/statement", headers=staff)
+        assert statement.status_code == 200 and statement.json()["closing_balance"] == "325.00"
+        unnamed = await bank.client.get("/api/transactions", headers=staff)
+        problem(unnamed, 422, "validation_error")
+        problem(await deposit(bank.client, staff, number, "1.00"), 403, "forbidden")  # reads only
+    reads = await audit_records(app.state.database)
+    staff_reads = [(r.actor_role, r.action) for r in reads if r.actor_role in ("admin", "auditor")]
+    for role in ("admin", "auditor"):
+        assert (role, "account.read") in staff_reads
+        assert (role, "transaction.list") in staff_reads
+        assert (role, "transaction.read") in staff_reads
+
+
+async def test_auditors_list_every_customers_transactions_with_filters(bank):
+    first, headers, number = await funded_account(bank, "500.00")
+    _, _other_headers, _other = await funded_account(bank, "12000.00")
+    await deposit(bank.client, headers, number, "40.00")
+    auditor = await bank.staff("auditor")
+    url = "/api/audit/transactions"
+    everything = await admin_get(bank, auditor, url)
+    assert [t["amount"] for t in everything["items"][:3]] == ["40.00", "12000.00", "500.00"]
+    assert everything["items"][0]["customer_id"] == first["customer_id"]
+    mine = await admin_get(bank, auditor, url, customer_id=first["customer_id"])
+    assert [t["amount"] for t in mine["items"]] == ["40.00", "500.00"]
+    large = await admin_get(bank, auditor, url, min_amount="10000.00")
+    assert [t["amount"] for t in large["items"]] == ["12000.00"]
+    page = await admin_get(bank, auditor, url, type="deposit", limit=1)
+    rest = await admin_get(bank, auditor, url, type="deposit", cursor=page["next_cursor"])
+    assert [t["amount"] for t in page["items"] + rest["items"]] == ["40.00", "12000.00", "500.00"]
+    problem(await bank.client.get(url, headers=headers), 403, "forbidden")

@@ -50,6 +50,8 @@ class Loan(Base):
     term_months: Mapped[int] = mapped_column(Integer)
     monthly_payment: Mapped[int] = mapped_column(BigInteger)
     """The current installment (lower after an extra payment)."""
+    total_interest: Mapped[int] = mapped_column(BigInteger)
+    """The schedule's interest as quoted at the application."""
     monthly_income: Mapped[int] = mapped_column(BigInteger)
     purpose: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default=LoanStatus.pending)

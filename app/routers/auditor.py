@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from app.deps import AuditReader, DatabaseDep, DbSession
+from app.money import Amount
 from app.ratelimit import AUDIT_EXPORT_LIMIT
 from app.routers.admin import FlagQuery
-from app.routing import StrictQueryRoute
+from app.routing import DIGITS, StrictQueryRoute
 from app.schemas.audit import AuditRecordOut, ChainVerificationOut
 from app.schemas.common import IsoDate, Page, day_start, problem_responses
 from app.schemas.fraud import FlagOut
-from app.schemas.ledger import LedgerReportOut
-from app.services import audit, exports, fraud, reconciliation
+from app.schemas.ledger import AuditTransactionOut, LedgerReportOut
+from app.services import audit, exports, fraud, history, reconciliation
 
 router = APIRouter(prefix="/api/audit", tags=["audit"], route_class=StrictQueryRoute)
 
@@ -147,3 +149,43 @@ async def flags(
     return Page[FlagOut](
         items=[FlagOut.model_validate(f) for f in page.items], next_cursor=page.next_cursor
     )
+
+
+@router.get(
+    "/transactions",
+    response_model=Page[AuditTransactionOut],
+    summary="Every customer's transactions, newest first (read-only)",
+    responses=problem_responses(401, 403, 422),
+)
+async def transactions(
+    principal: AuditReader,
+    db: DbSession,
+    customer_id: Annotated[str | None, Query(pattern=DIGITS, max_length=18)] = None,
+    type: Literal[
+        "deposit", "withdrawal", "transfer", "disbursement", "repayment", "accrual", "reversal"
+    ]
+    | None = None,
+    status: Literal["completed", "pending_review", "rejected"] | None = None,
+    min_amount: Annotated[Amount | None, Query(description="At least this amount")] = None,
+    from_: Annotated[IsoDate | None, Query(alias="from")] = None,
+    to: Annotated[IsoDate | None, Query(description="Inclusive end date")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> Page[AuditTransactionOut]:
+    """Every transaction across customers (and the bank's own postings, such as loan
+    accruals), newest first, filtered by customer, type, status, amount and dates. Auditors
+    and admins; read-only."""
+    where = history.TransactionFilter(
+        int(customer_id) if customer_id else None,
+        type,
+        status,
+        day_start(from_),
+        day_start(to, next_day=True),
+        min_amount,
+    )
+    page = await history.list_all(db, where=where, cursor=cursor, limit=limit)
+    items = [
+        AuditTransactionOut.model_validate({**asdict(view), "customer_id": owner})
+        for view, owner in page.items
+    ]
+    return Page[AuditTransactionOut](items=items, next_cursor=page.next_cursor)

@@ -198,10 +198,10 @@ async def list_accounts(
     responses=problem_responses(401, 403, 404, 422),
 )
 async def get_account(
-    account_number: AccountNumberPath, principal: CurrentCustomer, db: DbSession
+    account_number: AccountNumberPath, principal: CurrentUser, db: DbSession
 ) -> AccountOut:
-    """One of the caller's accounts with its balance. Customers only; another customer's
-    account is 404."""
+    """One of the caller's accounts with its balance; another customer's account is 404. Staff
+    (admins, auditors) read any customer's account, and the read is audited."""
     return AccountOut.of(await accounts.get_account(db, principal=principal, number=account_number))
 
 
@@ -236,7 +236,7 @@ async def close_account(
 )
 async def statement(
     account_number: AccountNumberPath,
-    principal: CurrentCustomer,
+    principal: CurrentUser,
     db: DbSession,
     settings: SettingsDep,
     from_: Annotated[
@@ -248,8 +248,8 @@ async def statement(
 ) -> Any:
     """A statement of one of the caller's accounts for a period (default: this month to date):
     opening and closing balance, totals in and out, and every entry. `format=json`
-    (default), `csv` or `pdf` (downloads). Customers only; another customer's account is
-    404."""
+    (default), `csv` or `pdf` (downloads). Another customer's account is 404; staff read
+    any customer's, audited."""
     result = await statements.build(
         db,
         principal=principal,
@@ -403,7 +403,7 @@ async def transfer(
     responses=problem_responses(401, 403, 422),
 )
 async def list_transactions(
-    principal: CurrentCustomer,
+    principal: CurrentUser,
     db: DbSession,
     account_number: AccountNumberQuery = None,
     from_: Annotated[IsoDate | None, Query(alias="from")] = None,
@@ -412,7 +412,8 @@ async def list_transactions(
     cursor: str | None = None,
 ) -> Page[TransactionOut]:
     """The caller's transactions, newest first, optionally of one account and between two dates
-    (inclusive), a page at a time. Customers only."""
+    (inclusive), a page at a time. Staff read any customer's account's transactions: they
+    name the account (`account_number`, else 422), and the read is audited."""
     page = await history.list_transactions(
         db,
         principal=principal,
@@ -435,10 +436,10 @@ async def list_transactions(
     responses=problem_responses(401, 403, 404),
 )
 async def get_transaction(
-    transaction_id: DigitsPath, principal: CurrentCustomer, db: DbSession
+    transaction_id: DigitsPath, principal: CurrentUser, db: DbSession
 ) -> TransactionOut:
-    """One transaction that touched one of the caller's accounts. Customers only; any other
-    transaction is 404."""
+    """One transaction that touched one of the caller's accounts; any other transaction is 404.
+    Staff read any transaction, audited."""
     view = await history.get_transaction(db, principal=principal, transaction_id=transaction_id)
     return TransactionOut.model_validate(view)
 

@@ -130,3 +130,9 @@ class LedgerReportOut(Schema):
     accounts_checked: int
     mismatches: list[dict[str, str]]
     totals: dict[str, dict[str, str]]
+
+
+class AuditTransactionOut(TransactionOut):
+    """A transaction as auditors see it: whose it is (null: the bank's own posting)."""
+
+    customer_id: str | None

@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import store
-from app.db import retry_on_conflict, unit_of_work
+from app.db import end_reads, retry_on_conflict, unit_of_work
 from app.errors import (
     AccountClosed,
     AccountNotActive,
@@ -24,7 +24,7 @@ from app.errors import (
     KycRequired,
     StatusUnchanged,
 )
-from app.models import Account, AccountKind, AccountStatus, CustomerStatus
+from app.models import Account, AccountKind, AccountStatus, CustomerStatus, Role
 from app.security import Principal
 from app.services import audit, blocks
 from app.services.audit import Actor
@@ -163,11 +163,43 @@ async def list_accounts(
     return slice_of(rows, limit, key=lambda account: account.id)
 
 
+def is_staff(principal: Principal) -> bool:
+    return principal.role in (Role.admin, Role.auditor)
+
+
+def visible(account: Account | None, principal: Principal, number: str, field: str) -> Account:
+    """A customer's own account, or, for staff, any customer's (reads only)."""
+    if is_staff(principal):
+        if account is None or account.kind != AccountKind.customer:
+            raise AccountNotFound(f"No account {number}.", field=field)
+        return account
+    return owned(account, principal, number, field)
+
+
 async def get_account(db: AsyncSession, *, principal: Principal, number: str) -> Account:
+    """One of the caller's accounts; staff read any customer's, and the read is audited."""
     number = parse_number(number, field="account_number")
     async with audit.denials_recorded(db, actor=Actor.of(principal), action="account.read"):
         account = await db.scalar(select(Account).where(Account.number == number))
-        return owned(account, principal, number, "account_number")
+        found = visible(account, principal, number, "account_number")
+    if is_staff(principal):
+        await audit_staff_read(db, principal, "account.read", "account", number)
+    return found
+
+
+async def audit_staff_read(
+    db: AsyncSession, principal: Principal, action: str, entity_type: str, entity_id: str
+) -> None:
+    """A staff read of a customer's data, recorded in a transaction of its own."""
+    await end_reads(db)
+    async with unit_of_work(db) as tx:
+        await audit.record(
+            tx,
+            actor=Actor.of(principal),
+            action=action,
+            entity_type=entity_type,
+            entity_id=entity_id,
+        )
 
 
 @retry_on_conflict

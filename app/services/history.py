@@ -8,13 +8,15 @@ without one, each page reads and sorts the account's entries (the cost before ke
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import CompoundSelect, Select, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import TransactionNotFound
-from app.models import Account, Entry, Hold, HoldStatus, Journal
+from app.errors import TransactionNotFound, ValidationFailed
+from app.models import Account, AccountKind, Entry, Hold, HoldStatus, Journal
 from app.security import Principal
 from app.services import accounts, audit
 from app.services.audit import Actor
@@ -23,9 +25,10 @@ from app.services.pagination import Slice, decode_cursor, read_limit, slice_of
 
 
 async def _views(
-    db: AsyncSession, principal: Principal, journals: list[Journal]
+    db: AsyncSession, journals: list[Journal], *, of: Callable[[int, int | None], bool]
 ) -> list[TransactionView]:
-    """Transaction objects with `balance_after` of the caller's account."""
+    """Transaction objects with `balance_after` of the account `of(account id, customer
+    id)` says is the reader's (none: no balance)."""
     if not journals:
         return []
     ids = [j.id for j in journals]
@@ -47,7 +50,7 @@ async def _views(
     own_balance: dict[tuple[int, int], int] = {
         (e.journal_id, e.account_id): e.balance_after
         for e in entries
-        if e.customer_id == principal.customer_id
+        if of(e.account_id, e.customer_id)
     }
     views = []
     for journal in journals:
@@ -113,13 +116,20 @@ async def list_transactions(
 ) -> Slice[TransactionView]:
     """The caller's transactions, newest first, a page of `limit` below the cursor."""
     before_id = decode_cursor(cursor)
-    owned = select(Account.id).where(Account.customer_id == principal.customer_id)
+    staff = accounts.is_staff(principal)
+    if staff and account_number is None:
+        raise ValidationFailed("Staff name the account to list.", field="account_number")
+    owned = select(Account.id).where(Account.kind == AccountKind.customer)
+    if not staff:
+        owned = owned.where(Account.customer_id == principal.customer_id)
     if account_number is not None:
         number = accounts.parse_number(account_number, field="account_number")
         owned = owned.where(Account.number == number)
     account_ids = list((await db.scalars(owned.order_by(Account.id))).all())
     if not account_ids:
         return Slice([], None)
+    if staff:
+        await accounts.audit_staff_read(db, principal, "transaction.list", "account", number)
     rows = read_limit(limit)
 
     def page(of: list[int]) -> Select[tuple[int]]:
@@ -144,7 +154,8 @@ async def list_transactions(
     ids: CompoundSelect[tuple[int]] = union(*(select(p.subquery().c[0]) for p in pages))
     query = select(Journal).where(Journal.id.in_(ids)).order_by(Journal.id.desc()).limit(rows)
     journals = list((await db.scalars(query)).all())
-    views = await _views(db, principal, journals)
+    listed = set(account_ids)
+    views = await _views(db, journals, of=lambda account_id, _: account_id in listed)
     return slice_of(views, limit, key=lambda view: int(view.transaction_id))
 
 
@@ -158,7 +169,13 @@ async def get_transaction(
         journal = await db.get(Journal, journal_id) if journal_id is not None else None
         if journal is None:
             raise TransactionNotFound(f"No transaction {transaction_id}.")
-        views = await _views(db, principal, [journal])
+        if accounts.is_staff(principal):
+            views = await _views(db, [journal], of=lambda _, __: False)
+            await accounts.audit_staff_read(
+                db, principal, "transaction.read", "transaction", str(journal.id)
+            )
+            return views[0]
+        views = await _views(db, [journal], of=lambda _, owner: owner == principal.customer_id)
         mine = await db.scalar(
             select(Entry.id)
             .join(Account, Account.id == Entry.account_id)
@@ -176,3 +193,42 @@ async def get_transaction(
                 "transaction", transaction_id
             )
         return views[0]
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionFilter:
+    customer_id: int | None = None
+    kind: str | None = None
+    status: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    min_amount: int | None = None
+
+
+async def list_all(
+    db: AsyncSession, *, where: TransactionFilter, cursor: str | None, limit: int
+) -> Slice[tuple[TransactionView, str | None]]:
+    """Every customer's transactions (and the bank's own postings), newest first, with
+    whose they are: the auditors' view."""
+    query = select(Journal).order_by(Journal.id.desc()).limit(read_limit(limit))
+    for column, value in (
+        (Journal.customer_id, where.customer_id),
+        (Journal.kind, where.kind),
+        (Journal.status, where.status),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if where.since is not None:
+        query = query.where(Journal.created_at >= where.since)
+    if where.until is not None:
+        query = query.where(Journal.created_at < where.until)
+    if where.min_amount is not None:
+        query = query.where(Journal.amount >= where.min_amount)
+    if (before := decode_cursor(cursor)) is not None:
+        query = query.where(Journal.id < before)
+    journals = list((await db.scalars(query)).all())
+    views = await _views(db, journals, of=lambda _, __: False)
+    owners = [str(j.customer_id) if j.customer_id is not None else None for j in journals]
+    return slice_of(
+        list(zip(views, owners, strict=True)), limit, key=lambda row: int(row[0].transaction_id)
+    )

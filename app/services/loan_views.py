@@ -184,8 +184,7 @@ async def view_of(
     from its book as the daily job would leave it (nothing is posted here), or from
     `book` (a repayment's, after it)."""
     rate = loan_ledger.annual_rate(loan)
-    rows = amortization.schedule(loan.principal, rate, loan.term_months, loan.created_at.date())
-    interest = amortization.total_interest(rows)
+    interest = loan.total_interest
     payoff = overdue = days = 0
     next_due = None
     outstanding, payment = loan.outstanding_principal, loan.monthly_payment

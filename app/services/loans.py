@@ -164,7 +164,8 @@ async def apply(
                 "account_number",
             )
             accounts.check_active(account, "account_number")
-            payment = amortization.monthly_payment(amount, offer.annual_rate, term_months)
+            quoted = amortization.schedule(amount, offer.annual_rate, term_months, today)
+            payment = quoted[0].payment
             others = await db.scalar(
                 select(func.coalesce(func.sum(Loan.monthly_payment), 0)).where(
                     Loan.customer_id == principal.customer_id, Loan.status == LoanStatus.active
@@ -189,6 +190,7 @@ async def apply(
                 rate_bps=offer.rate_bps,
                 term_months=term_months,
                 monthly_payment=payment,
+                total_interest=amortization.total_interest(quoted),
                 monthly_income=monthly_income,
                 purpose=purpose,
                 status=LoanStatus.pending,

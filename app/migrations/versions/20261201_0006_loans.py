@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("rate_bps", sa.Integer(), nullable=False),
         sa.Column("term_months", sa.Integer(), nullable=False),
         sa.Column("monthly_payment", sa.BigInteger(), nullable=False),
+        sa.Column("total_interest", sa.BigInteger(), nullable=False),
         sa.Column("monthly_income", sa.BigInteger(), nullable=False),
         sa.Column("purpose", sa.String(length=200), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),

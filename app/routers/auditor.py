@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
+from pydantic import AwareDatetime
 
 from app.deps import AuditReader, DatabaseDep, DbSession
 from app.money import Amount
@@ -17,7 +18,7 @@ from app.routing import DIGITS, StrictQueryRoute
 from app.schemas.audit import AuditRecordOut, ChainVerificationOut
 from app.schemas.common import IsoDate, Page, day_start, problem_responses
 from app.schemas.fraud import FlagOut
-from app.schemas.ledger import AuditTransactionOut, LedgerReportOut
+from app.schemas.ledger import AuditTransactionOut, BalanceAtOut, BooksAtOut, LedgerReportOut
 from app.services import audit, exports, fraud, history, reconciliation
 
 router = APIRouter(prefix="/api/audit", tags=["audit"], route_class=StrictQueryRoute)
@@ -189,3 +190,30 @@ async def transactions(
         for view, owner in page.items
     ]
     return Page[AuditTransactionOut](items=items, next_cursor=page.next_cursor)
+
+
+@router.get(
+    "/balances",
+    response_model=BooksAtOut,
+    summary="The books at an instant: every account's balance and the trial balance then",
+    responses=problem_responses(401, 403, 422),
+)
+async def balances(
+    principal: AuditReader,
+    db: DbSession,
+    at: Annotated[AwareDatetime, Query(description="An instant, ISO 8601 with its offset")],
+    limit: Annotated[int, Query(ge=1, le=500)] = 500,
+    cursor: str | None = None,
+) -> BooksAtOut:
+    """Every account's balance at `at`, recomputed from the entries (each account's last entry
+    by then), a page of accounts at a time, and the trial balance of all of them then: the
+    customer and the bank's own balances per currency, which sum to zero. Auditors and
+    admins; read-only."""
+    books = await reconciliation.books_at(db, at=at, cursor=cursor, limit=limit)
+    return BooksAtOut(
+        at=books.at,
+        balanced=books.balanced,
+        totals=books.totals,
+        accounts=[BalanceAtOut.model_validate(a) for a in books.accounts],
+        next_cursor=books.next_cursor,
+    )

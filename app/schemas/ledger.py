@@ -136,3 +136,20 @@ class AuditTransactionOut(TransactionOut):
     """A transaction as auditors see it: whose it is (null: the bank's own posting)."""
 
     customer_id: str | None
+
+
+class BalanceAtOut(Schema):
+    account_number: str
+    customer_id: str | None = Field(description="Null for the bank's own accounts")
+    kind: Literal["customer", "internal"]
+    code: str | None = Field(description="The bank's own accounts: cash, holds, loans, …")
+    currency: str
+    balance: str = Field(examples=["1250.00"])
+
+
+class BooksAtOut(Schema):
+    at: UtcDateTime
+    balanced: bool = Field(description="Every currency's balances summed to zero at `at`")
+    totals: dict[str, dict[str, str]] = Field(description="The trial balance at `at`, per currency")
+    accounts: list[BalanceAtOut] = Field(description="A page of the accounts open at `at`, by id")
+    next_cursor: str | None

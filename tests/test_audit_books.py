@@ -1,0 +1,74 @@
+"""Point-in-time books (issue 21; API.md §8): after a mixed workload, every account's
+balance at every instant an entry was posted equals the sum of its entries up to then,
+and the trial balance then sums to zero."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from app.models import Account, Entry
+from tests.helpers import Bank, problem
+from tests.ledger_helpers import deposit, funded_account, transfer, withdraw
+
+
+async def books(bank: Bank, headers: dict[str, str], at: str, **params: object) -> dict:
+    response = await bank.client.get(
+        "/api/audit/balances", params={"at": at, **params}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def test_the_books_at_every_recorded_instant_match_the_history(bank, app, database):
+    _, first, a = await funded_account(bank, "1000.00")
+    _, second, b = await funded_account(bank, "250.00")
+    assert (await transfer(bank.client, first, a, b, "125.50")).status_code == 201
+    assert (await withdraw(bank.client, second, b, "75.25")).status_code == 201
+    assert (await deposit(bank.client, first, a, "9.99")).status_code == 201
+    assert (await transfer(bank.client, second, b, a, "0.01")).status_code == 201
+    async with database.session() as db:
+        entries = (await db.execute(select(Entry.account_id, Entry.created_at, Entry.amount))).all()
+        numbers = dict((await db.execute(select(Account.id, Account.number))).all())
+    auditor = await bank.staff("auditor")
+    instants = sorted({at for _, at, _ in entries})
+    first_instant = instants[0] - timedelta(microseconds=1)
+    for instant in [first_instant, *instants]:
+        expected: dict[str, int] = defaultdict(int)
+        for account_id, at, amount in entries:
+            if at <= instant:
+                expected[numbers[account_id]] += amount
+        report = await books(bank, auditor, instant.isoformat())
+        assert report["balanced"] is True
+        seen = {row["account_number"]: row["balance"] for row in report["accounts"]}
+        for number, total in expected.items():
+            assert seen[number] == f"{total / 100:.2f}", (instant, number)
+        assert all(seen[n] == "0.00" for n in seen if n not in expected)
+    now = await books(bank, auditor, (instants[-1] + timedelta(days=1)).isoformat())
+    assert {r["account_number"]: r["balance"] for r in now["accounts"]}[a] == "884.50"
+    assert now["totals"]["USD"]["net"] == "0.00"
+    assert now["totals"]["USD"]["customer_balances"] == "1184.74"  # cash in less cash out
+
+
+async def test_balances_page_and_need_an_instant_with_its_offset(bank):
+    for _ in range(3):
+        await funded_account(bank, "10.00")
+    auditor = await bank.staff("auditor")
+    page = await books(bank, auditor, "2999-01-01T00:00:00Z", limit=2)
+    rest = await books(bank, auditor, "2999-01-01T00:00:00Z", cursor=page["next_cursor"])
+    assert len(page["accounts"]) == 2 and len(rest["accounts"]) >= 2
+    assert page["totals"] == rest["totals"]
+    naive = await bank.client.get(
+        "/api/audit/balances", params={"at": "2026-12-01T10:00:00"}, headers=auditor
+    )
+    problem(naive, 422, "validation_error")
+    customer = (await bank.customer())[1]
+    problem(
+        await bank.client.get(
+            "/api/audit/balances", params={"at": "2026-12-01T10:00:00Z"}, headers=customer
+        ),
+        403,
+        "forbidden",
+    )

@@ -236,14 +236,57 @@ def demo() -> None:
 
 
 @cli.command()
-def verify() -> None:
-    """Recompute the audit hash chain and the ledger; exit non-zero on any mismatch."""
+def verify(
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(help="Checkpoints kept elsewhere (JSON: GET /api/audit/checkpoints)"),
+    ] = None,
+    export: Annotated[
+        Path | None, typer.Option(help="An export (GET /api/audit/export) to check offline")
+    ] = None,
+    signature: Annotated[
+        str | None, typer.Option(help="The export's Audit-Signature header (base64)")
+    ] = None,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(help="The signing public key, PEM (default: this server's own)"),
+    ] = None,
+) -> None:
+    """Recompute the audit hash chain and the ledger; with --checkpoints, check the chain
+    against checkpoints kept elsewhere; with --export and --signature, check an export
+    offline (nothing else). Exit non-zero on any mismatch."""
+    import json
+
     from app.services import audit, reconciliation
+    from app.services import checkpoints as signed
+
+    def key() -> Any:
+        if public_key is not None:
+            return signed.load_public_key(public_key.read_text())
+        return signed.Signer.of(load_settings()).private.public_key()
+
+    if export is not None:
+        if signature is None:
+            typer.echo("error: --export needs --signature", err=True)
+            raise typer.Exit(2)
+        report = signed.verify_export(key(), export.read_bytes(), signature.strip())
+        typer.echo(f"export: {report.records} records, {'valid' if report.valid else 'INVALID'}")
+        for problem in report.problems:
+            typer.echo(f"  {problem}", err=True)
+        raise typer.Exit(0 if report.valid else 1)
+
+    kept: list[Any] = []
+    if checkpoints is not None:
+        data = json.loads(checkpoints.read_text())
+        kept = data["items"] if isinstance(data, dict) else data
 
     async def run(db, _security, _settings, _database):  # type: ignore[no-untyped-def]
-        return await audit.verify_chain(db), await reconciliation.verify_ledger(db)
+        chain = await audit.verify_chain(db)
+        books = await reconciliation.verify_ledger(db)
+        against = await signed.verify_against(db, key(), kept) if kept else None
+        return chain, books, against
 
-    chain, books = asyncio.run(_with_session(run))
+    chain, books, against = asyncio.run(_with_session(run))
     typer.echo(
         f"audit chain: {chain.entries_checked} records checked, "
         f"{'valid' if chain.valid else f'INVALID at seq {chain.first_invalid_seq}'}"
@@ -254,8 +297,34 @@ def verify() -> None:
     )
     for mismatch in books.mismatches:
         typer.echo(f"  mismatch: {mismatch}", err=True)
-    if not chain.valid or not books.balanced:
+    if against is not None:
+        typer.echo(
+            f"checkpoints: {against.checkpoints_checked} checked, "
+            f"{'all hold' if against.valid else 'BROKEN'}"
+        )
+        for problem in against.problems:
+            typer.echo(f"  {problem}", err=True)
+    if not chain.valid or not books.balanced or (against is not None and not against.valid):
         raise typer.Exit(1)
+
+
+audit_cli = typer.Typer(help="The audit trail: signed checkpoints.", no_args_is_help=True)
+cli.add_typer(audit_cli, name="audit")
+
+
+@audit_cli.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Sign the chain's head now (a running server does it every 1,000 records or 5 min)."""
+    from app.services import checkpoints as signed
+
+    async def run(db, _security, settings, _database):  # type: ignore[no-untyped-def]
+        return await signed.make_checkpoint(db, signed.Signer.of(settings), force=True)
+
+    made = asyncio.run(_with_session(run))
+    if made is None:
+        typer.echo("nothing to sign: the head is signed already (or the log is empty)")
+    else:
+        typer.echo(f"signed checkpoint at seq {made.seq} ({made.hash[:16]}…)")
 
 
 fraud_cli = typer.Typer(help="Fraud detection: score the queue, backtest a rule change.")

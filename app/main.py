@@ -20,6 +20,7 @@ from app.routers import admin, auditor, customer, public
 from app.schemas.common import Problem
 from app.security import Security
 from app.services import jobs
+from app.services.checkpoints import checkpoint_loop
 from app.services.loan_products import load_products
 from app.services.rules import load_rules
 from app.services.scoring import Scorer
@@ -72,7 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sweeper = asyncio.create_task(jobs.sweeper_loop(database), name="job-sweeper")
-        tasks = [sweeper]
+        signer = asyncio.create_task(checkpoint_loop(database), name="audit-checkpoints")
+        tasks = [sweeper, signer]
         if settings.fraud_scoring:  # it scores what is queued at once, then as movements come
             tasks.append(asyncio.create_task(scorer.run(), name="fraud-scorer"))
             await scorer.wake()

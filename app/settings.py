@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     )
     jwt_secret: str | None = Field(default=None, min_length=32)
     pii_secret: str | None = Field(default=None, min_length=32)
+    # The audit checkpoints' and exports' Ed25519 key is derived from it (app/services/
+    # checkpoints.py): keep it as secret as the others, and the public key where auditors
+    # can read it (GET /api/audit/checkpoints/key).
+    audit_signing_key: str | None = Field(default=None, min_length=32)
+    audit_checkpoint_records: int = Field(default=1000, ge=1)
+    audit_checkpoint_seconds: float = Field(default=300.0, gt=0)
     bank_name: str = "Open Core Bank"
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     access_token_minutes: int = Field(default=15, ge=1, le=24 * 60)
@@ -176,7 +182,8 @@ class Settings(BaseSettings):
     def resolve_secrets(self) -> Settings:
         """Fill in missing secrets: required in production, generated once and kept in the
         data directory otherwise (so tokens survive restarts and several workers agree)."""
-        missing = [name for name in ("jwt_secret", "pii_secret") if not getattr(self, name)]
+        names = ("jwt_secret", "pii_secret", "audit_signing_key")
+        missing = [name for name in names if not getattr(self, name)]
         if not missing:
             return self
         if self.env == "production":
@@ -188,16 +195,16 @@ class Settings(BaseSettings):
         if any(name not in stored for name in missing):
             for name in missing:
                 stored.setdefault(name, secrets.token_urlsafe(48))
+            # A concurrent worker may have written first; keep whatever it wrote, and add
+            # only what is still missing (a file from an older version lacks newer names).
+            if path.exists():
+                current = json.loads(path.read_text())
+                stored = {**stored, **current}
             tmp = path.with_suffix(".tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as handle:
                 json.dump(stored, handle)
-            # A concurrent worker may have written first; keep whichever landed.
-            if not path.exists():
-                os.replace(tmp, path)
-            else:
-                tmp.unlink(missing_ok=True)
-                stored = json.loads(path.read_text())
+            os.replace(tmp, path)
         for name in missing:
             setattr(self, name, stored[name])
         return self

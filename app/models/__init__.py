@@ -1,6 +1,6 @@
 """Every table, imported here so Alembic and the services see one metadata."""
 
-from app.models.audit import AuditRecord
+from app.models.audit import AuditCheckpoint, AuditRecord
 from app.models.base import Base
 from app.models.customer import Customer, CustomerStatus, KycDocument, KycStatus
 from app.models.fraud import (
@@ -46,6 +46,7 @@ __all__ = [
     "AccountDay",
     "AccountKind",
     "AccountStatus",
+    "AuditCheckpoint",
     "AuditRecord",
     "Base",
     "Customer",

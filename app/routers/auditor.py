@@ -7,19 +7,21 @@ from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import AwareDatetime
 
-from app.deps import AuditReader, DatabaseDep, DbSession
+from app.deps import AuditReader, DatabaseDep, DbSession, SettingsDep
 from app.money import Amount
 from app.ratelimit import AUDIT_EXPORT_LIMIT
 from app.routers.admin import FlagQuery
 from app.routing import DIGITS, StrictQueryRoute
-from app.schemas.audit import AuditRecordOut, ChainVerificationOut
+from app.schemas.audit import AuditRecordOut, ChainVerificationOut, CheckpointOut, SigningKeyOut
 from app.schemas.common import IsoDate, Page, day_start, problem_responses
 from app.schemas.fraud import FlagOut
 from app.schemas.ledger import AuditTransactionOut, BalanceAtOut, BooksAtOut, LedgerReportOut
 from app.services import audit, exports, fraud, history, reconciliation
+from app.services import checkpoints as checkpoints_service
+from app.services.pagination import decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/api/audit", tags=["audit"], route_class=StrictQueryRoute)
 
@@ -216,4 +218,87 @@ async def balances(
         totals=books.totals,
         accounts=[BalanceAtOut.model_validate(a) for a in books.accounts],
         next_cursor=books.next_cursor,
+    )
+
+
+@router.get(
+    "/checkpoints",
+    response_model=Page[CheckpointOut],
+    summary="Signed checkpoints of the audit chain's head",
+    responses=problem_responses(401, 403, 422),
+)
+async def checkpoints(
+    principal: AuditReader,
+    db: DbSession,
+    limit: Annotated[int, Query(ge=1, le=500)] = 500,
+    cursor: str | None = None,
+) -> Page[CheckpointOut]:
+    """The chain's head (seq, hash, time), signed with the service's Ed25519 key every
+    `BANK_AUDIT_CHECKPOINT_RECORDS` records (1,000) or `BANK_AUDIT_CHECKPOINT_SECONDS` (300),
+    whichever comes first, and on demand (`bank audit checkpoint`); oldest first. Keep a
+    copy elsewhere: `bank verify --checkpoints FILE` then shows a chain cut, rewritten or
+    forked after any of them. Auditors and admins; read-only."""
+    after = decode_cursor(cursor)
+    found = await checkpoints_service.list_checkpoints(db, after_seq=after, limit=limit + 1)
+    items = [CheckpointOut.model_validate(checkpoints_service.checkpoint_dict(c)) for c in found]
+    more = len(items) > limit
+    return Page[CheckpointOut](
+        items=items[:limit], next_cursor=encode_cursor(items[limit - 1].seq) if more else None
+    )
+
+
+@router.get(
+    "/checkpoints/key",
+    response_model=SigningKeyOut,
+    summary="The public key that signs checkpoints and exports",
+    responses=problem_responses(401, 403),
+)
+async def signing_key(principal: AuditReader, settings: SettingsDep) -> SigningKeyOut:
+    """The Ed25519 public key (PEM) of the checkpoints' and exports' signatures, and its id.
+    Auditors and admins."""
+    signer = checkpoints_service.Signer.of(settings)
+    return SigningKeyOut(key_id=signer.key_id, public_key=signer.public_pem)
+
+
+@router.get(
+    "/export",
+    summary="A period of the audit trail as signed JSON lines",
+    response_class=Response,
+    responses={
+        **problem_responses(401, 403, 422, 429),
+        200: {
+            "description": "One record per line; `Audit-Signature`: Ed25519 over the body, base64",
+            "content": {"application/x-ndjson": {}},
+        },
+    },
+    dependencies=[AUDIT_EXPORT_LIMIT],
+)
+async def export(
+    principal: AuditReader,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    from_: Annotated[IsoDate | None, Query(alias="from")] = None,
+    to: Annotated[IsoDate | None, Query(description="Inclusive end date")] = None,
+) -> Response:
+    """Every record of a period (both days inclusive; default: all), in chain order, one JSON
+    object per line (keys sorted), with an `Audit-Signature` header: the service's Ed25519
+    signature over the exact body, base64. `bank verify --export FILE --signature SIG`
+    checks it offline: the signature, each record's hash and each link. Auditors and
+    admins; read-only."""
+    filters = audit.LogFilter(since=day_start(from_), until=day_start(to, next_day=True))
+    records = [
+        AuditRecordOut.model_validate(r).model_dump(mode="json")
+        async for batch in audit.stream_records(database, filters=filters)
+        for r in batch
+    ]
+    body = checkpoints_service.export_lines(records)
+    signer = checkpoints_service.Signer.of(settings)
+    return Response(
+        body,
+        media_type="application/x-ndjson",
+        headers={
+            "Audit-Signature": signer.sign(body),
+            "Audit-Key-Id": signer.key_id,
+            "Content-Disposition": 'attachment; filename="audit-export.ndjson"',
+        },
     )

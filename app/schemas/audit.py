@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from app.schemas.common import Schema, UtcDateTime
 
 
@@ -25,3 +27,18 @@ class ChainVerificationOut(Schema):
     valid: bool
     entries_checked: int
     first_invalid_seq: int | None
+
+
+class CheckpointOut(Schema):
+    seq: int = Field(description="The chain's head when signed")
+    hash: str = Field(description="That record's hash")
+    at: str = Field(description="When it was signed, ISO 8601 UTC")
+    signature: str = Field(
+        description="Ed25519, base64, over `bank-audit-checkpoint:<seq>:<hash>:<at>`"
+    )
+    key_id: str
+
+
+class SigningKeyOut(Schema):
+    key_id: str
+    public_key: str = Field(description="PEM (SubjectPublicKeyInfo)")

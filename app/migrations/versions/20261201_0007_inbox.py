@@ -1,5 +1,5 @@
 """The reviewers' inbox: who holds each item waiting for a person (a fraud flag keeps its
-own `assigned_to`).
+own `assigned_to`); and the audit chain's signed checkpoints.
 
 Revision ID: 0007
 Revises: 0006
@@ -28,6 +28,17 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('kind', 'entity_id', name=op.f('pk_inbox_claims'))
     )
 
+    op.create_table(
+        "audit_checkpoints",
+        sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("signature", sa.String(length=128), nullable=False),
+        sa.Column("key_id", sa.String(length=32), nullable=False),
+        sa.PrimaryKeyConstraint("seq", name=op.f("pk_audit_checkpoints")),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("audit_checkpoints")
     op.drop_table('inbox_claims')

@@ -1,0 +1,254 @@
+"""Signed checkpoints of the audit chain and signed exports (API.md §8).
+
+The hash chain proves no record was changed or removed in its middle; it cannot prove
+its last records were not cut off, or that the whole tail was not rewritten. So the
+service signs the chain's head (seq, hash, time) with an Ed25519 key every
+BANK_AUDIT_CHECKPOINT_RECORDS records or BANK_AUDIT_CHECKPOINT_SECONDS, whichever comes
+first (and on demand, `bank audit checkpoint`). An auditor keeps a copy of the
+checkpoints elsewhere; `bank verify --checkpoints FILE` then shows a chain cut, rewritten
+or forked after any of them. An export of a period is signed over its exact bytes, and
+`bank verify --export FILE --signature SIG` checks it offline.
+
+The key is derived from BANK_AUDIT_SIGNING_KEY (SHA-256 of it is the Ed25519 seed); its
+id is the first 16 hex digits of the public key's SHA-256.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import Database, end_reads, unit_of_work
+from app.models import AuditCheckpoint, AuditRecord
+from app.schemas.common import iso_utc
+from app.settings import Settings
+from app.store.audit import CANONICAL
+
+log = logging.getLogger(__name__)
+LOOP_SECONDS = 5.0  # how often each process looks at the head
+
+
+@dataclass(frozen=True, slots=True)
+class Signer:
+    private: Ed25519PrivateKey
+    key_id: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> Signer:
+        if not settings.audit_signing_key:
+            raise ValueError("BANK_AUDIT_SIGNING_KEY is not set (resolve_secrets sets it)")
+        seed = hashlib.sha256(settings.audit_signing_key.encode()).digest()
+        private = Ed25519PrivateKey.from_private_bytes(seed)
+        return cls(private, key_id(private.public_key()))
+
+    def sign(self, message: bytes) -> str:
+        return base64.b64encode(self.private.sign(message)).decode()
+
+    @property
+    def public_pem(self) -> str:
+        return (
+            self.private.public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            .decode()
+        )
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def checkpoint_message(seq: int, chain_hash: str, at: datetime) -> bytes:
+    """What a checkpoint's signature covers: `bank-audit-checkpoint:<seq>:<hash>:<at>`, the
+    time in ISO 8601 UTC with a Z."""
+    return f"bank-audit-checkpoint:{seq}:{chain_hash}:{iso_utc(at)}".encode()
+
+
+def verify_signature(public: Ed25519PublicKey, message: bytes, signature: str) -> bool:
+    try:
+        public.verify(base64.b64decode(signature, validate=True), message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def load_public_key(pem: str) -> Ed25519PublicKey:
+    key = serialization.load_pem_public_key(pem.encode())
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError("not an Ed25519 public key")
+    return key
+
+
+async def make_checkpoint(
+    db: AsyncSession, signer: Signer, *, force: bool = False
+) -> AuditCheckpoint | None:
+    """Sign the chain's head if it is due (or `force`d) and has moved since the last
+    checkpoint. Several processes may try at once: the seq is the key, one wins."""
+    settings = db.info["database"].settings
+    head = (
+        await db.execute(
+            select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)
+        )
+    ).first()
+    last = (
+        await db.execute(
+            select(AuditCheckpoint.seq, AuditCheckpoint.at)
+            .order_by(AuditCheckpoint.seq.desc())
+            .limit(1)
+        )
+    ).first()
+    await end_reads(db)
+    if head is None or (last is not None and head.seq <= last.seq):
+        return None
+    now = datetime.now(UTC)
+    due = (
+        force
+        or last is None
+        or head.seq - last.seq >= settings.audit_checkpoint_records
+        or (now - last.at).total_seconds() >= settings.audit_checkpoint_seconds
+    )
+    if not due:
+        return None
+    checkpoint = AuditCheckpoint(
+        seq=head.seq,
+        hash=head.hash,
+        at=now,
+        signature=signer.sign(checkpoint_message(head.seq, head.hash, now)),
+        key_id=signer.key_id,
+    )
+    try:
+        async with unit_of_work(db):
+            db.add(checkpoint)
+    except IntegrityError:
+        return None  # another process signed this head first
+    return checkpoint
+
+
+async def checkpoint_loop(database: Database) -> None:
+    """Each process looks at the head every few seconds and signs it when due."""
+    signer = Signer.of(database.settings)
+    while True:
+        try:
+            async with database.session() as db:
+                await make_checkpoint(db, signer)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("audit checkpoint failed")
+        await asyncio.sleep(LOOP_SECONDS)
+
+
+async def list_checkpoints(
+    db: AsyncSession, *, after_seq: int | None, limit: int
+) -> list[AuditCheckpoint]:
+    query = select(AuditCheckpoint).order_by(AuditCheckpoint.seq).limit(limit)
+    if after_seq is not None:
+        query = query.where(AuditCheckpoint.seq > after_seq)
+    return list((await db.scalars(query)).all())
+
+
+def checkpoint_dict(c: AuditCheckpoint) -> dict[str, Any]:
+    return {
+        "seq": c.seq,
+        "hash": c.hash,
+        "at": iso_utc(c.at),
+        "signature": c.signature,
+        "key_id": c.key_id,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointReport:
+    valid: bool
+    checkpoints_checked: int
+    problems: list[str]
+
+
+async def verify_against(
+    db: AsyncSession, public: Ed25519PublicKey, kept: list[dict[str, Any]]
+) -> CheckpointReport:
+    """Check the chain against checkpoints kept elsewhere: each signature holds, and the
+    record at each checkpoint's seq is still there with the same hash (a cut chain lacks
+    it; a rewritten or forked one has another hash)."""
+    problems = []
+    for c in kept:
+        seq, chain_hash, at = int(c["seq"]), str(c["hash"]), datetime.fromisoformat(c["at"])
+        if not verify_signature(public, checkpoint_message(seq, chain_hash, at), c["signature"]):
+            problems.append(f"checkpoint {seq}: the signature does not hold")
+            continue
+        stored = await db.scalar(select(AuditRecord.hash).where(AuditRecord.seq == seq))
+        if stored is None:
+            head = await db.scalar(select(func.max(AuditRecord.seq)))
+            problems.append(f"checkpoint {seq}: the record is gone (the chain ends at {head}): cut")
+        elif stored != chain_hash:
+            problems.append(f"checkpoint {seq}: the record's hash differs: rewritten or forked")
+    return CheckpointReport(not problems, len(kept), problems)
+
+
+# --- signed exports ------------------------------------------------------------------
+
+
+def export_lines(records: list[dict[str, Any]]) -> bytes:
+    """One record per line, as JSON (keys sorted), each line ending in a newline."""
+    return b"".join(orjson.dumps(r, option=CANONICAL) + b"\n" for r in records)
+
+
+@dataclass(frozen=True, slots=True)
+class ExportReport:
+    valid: bool
+    records: int
+    problems: list[str]
+
+
+def verify_export(public: Ed25519PublicKey, body: bytes, signature: str) -> ExportReport:
+    """An export checked offline: the signature over its exact bytes, then each record's
+    hash recomputed and each link to the record before it within the export."""
+    from app.store.audit import compute_hash
+
+    if not verify_signature(public, body, signature):
+        return ExportReport(False, 0, ["the signature does not hold over these bytes"])
+    problems: list[str] = []
+    prev: dict[str, Any] | None = None
+    lines = [line for line in body.split(b"\n") if line]
+    for line in lines:
+        record = orjson.loads(line)
+        fields = {
+            k: record[k]
+            for k in (
+                "seq",
+                "actor_id",
+                "actor_role",
+                "action",
+                "entity_type",
+                "entity_id",
+                "outcome",
+                "ip",
+                "request_id",
+                "details",
+                "prev_hash",
+            )
+        }
+        recomputed = compute_hash(at=datetime.fromisoformat(record["at"]), **fields)
+        if recomputed != record["hash"]:
+            problems.append(f"record {record['seq']}: its hash does not match its content")
+        if prev is not None and (
+            record["seq"] != prev["seq"] + 1 or record["prev_hash"] != prev["hash"]
+        ):
+            problems.append(f"record {record['seq']}: it does not follow record {prev['seq']}")
+        prev = record
+    return ExportReport(not problems, len(lines), problems)

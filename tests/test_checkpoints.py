@@ -1,0 +1,174 @@
+"""Signed checkpoints and exports of the audit trail (issue 21; API.md §8): a copy of the
+checkpoints kept elsewhere shows a tail cut, or rewritten, after any of them, which the
+hash chain alone cannot; a signed export is checked offline."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import cli
+from app.services import checkpoints as signed
+from app.services.audit import verify_chain
+from tests.helpers import Bank, execute, problem
+
+
+def _env(settings: Any) -> dict[str, str]:
+    return {
+        "BANK_ENV": "test",
+        "BANK_DATABASE_URL": settings.db_url,
+        "BANK_DATA_DIR": str(settings.data_dir),
+        "BANK_JWT_SECRET": settings.jwt_secret,
+        "BANK_PII_SECRET": settings.pii_secret,
+        "BANK_AUDIT_SIGNING_KEY": settings.audit_signing_key,
+    }
+
+
+async def _bank(settings: Any, *args: str) -> Any:
+    runner = CliRunner()
+    return await asyncio.to_thread(runner.invoke, cli, list(args), env=_env(settings))
+
+
+async def _kept(bank: Bank, auditor: dict[str, str], path: Path) -> list[dict[str, Any]]:
+    """The auditor's copy of the checkpoints, kept away from the database."""
+    response = await bank.client.get("/api/audit/checkpoints", headers=auditor)
+    assert response.status_code == 200, response.text
+    await asyncio.to_thread(path.write_text, response.text)
+    return response.json()["items"]
+
+
+async def _drop_append_only(database: Any) -> None:
+    if database.is_sqlite:
+        await execute(database, "DROP TRIGGER audit_log_no_delete")
+        await execute(database, "DROP TRIGGER audit_log_no_update")
+    else:
+        await execute(database, "ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_change")
+
+
+async def test_a_checkpoint_is_signed_by_the_published_key(bank, settings):
+    await bank.customer()
+    made = await _bank(settings, "audit", "checkpoint")
+    assert made.exit_code == 0 and "signed checkpoint at seq" in made.output, made.output
+    again = await _bank(settings, "audit", "checkpoint")
+    assert "nothing to sign" in again.output  # the head has not moved
+    auditor = await bank.staff("auditor")
+    (checkpoint,) = (await bank.client.get("/api/audit/checkpoints", headers=auditor)).json()[
+        "items"
+    ]
+    key = (await bank.client.get("/api/audit/checkpoints/key", headers=auditor)).json()
+    assert key["key_id"] == checkpoint["key_id"]
+    public = signed.load_public_key(key["public_key"])
+    message = f"bank-audit-checkpoint:{checkpoint['seq']}:{checkpoint['hash']}:{checkpoint['at']}"
+    assert signed.verify_signature(public, message.encode(), checkpoint["signature"])
+    assert not signed.verify_signature(public, message.encode() + b"x", checkpoint["signature"])
+    customer = (await bank.customer())[1]
+    problem(await bank.client.get("/api/audit/checkpoints", headers=customer), 403, "forbidden")
+
+
+@pytest.mark.settings(audit_checkpoint_records=5, audit_checkpoint_seconds=3600)
+async def test_checkpoints_come_every_n_records(bank, app, database):
+    signer = signed.Signer.of(app.state.settings)
+    async with database.session() as db:
+        assert await signed.make_checkpoint(db, signer) is None  # an empty log
+    await bank.customer()  # several records
+    async with database.session() as db:
+        first = await signed.make_checkpoint(db, signer)  # the first is always due
+        assert first is not None
+        assert await signed.make_checkpoint(db, signer) is None  # head unchanged
+    await bank.customer()
+    await bank.customer()
+    async with database.session() as db:
+        second = await signed.make_checkpoint(db, signer)
+    assert second is not None and second.seq - first.seq >= 5
+
+
+async def test_a_tail_cut_after_a_checkpoint_is_caught_by_the_kept_copy(
+    bank, database, settings, tmp_path
+):
+    await bank.customer()
+    await _bank(settings, "audit", "checkpoint")
+    auditor = await bank.staff("auditor")
+    kept = await _kept(bank, auditor, tmp_path / "checkpoints.json")
+    head = kept[-1]["seq"]
+    intact = await _bank(settings, "verify", "--checkpoints", str(tmp_path / "checkpoints.json"))
+    assert intact.exit_code == 0 and "all hold" in intact.output, intact.output
+    await _drop_append_only(database)
+    await execute(database, "DELETE FROM audit_log WHERE seq >= :s", s=head - 1)
+    async with database.session() as db:
+        assert (await verify_chain(db)).valid  # what is left is a valid chain on its own
+    cut = await _bank(settings, "verify", "--checkpoints", str(tmp_path / "checkpoints.json"))
+    assert cut.exit_code == 1
+    assert f"checkpoint {head}: the record is gone" in cut.output
+
+
+async def test_a_rewritten_tail_is_caught_by_the_kept_copy(bank, database, settings, tmp_path):
+    await bank.customer()
+    await _bank(settings, "audit", "checkpoint")
+    auditor = await bank.staff("auditor")
+    kept = await _kept(bank, auditor, tmp_path / "kept.json")
+    await _drop_append_only(database)
+    # A fork: the head record replaced by another whose hash is self-consistent.
+    await execute(
+        database, "UPDATE audit_log SET hash = :h WHERE seq = :s", h="f" * 64, s=kept[-1]["seq"]
+    )
+    forked = await _bank(settings, "verify", "--checkpoints", str(tmp_path / "kept.json"))
+    assert forked.exit_code == 1
+    assert "rewritten or forked" in forked.output
+    forged = [{**kept[-1], "hash": "e" * 64}]
+    (tmp_path / "forged.json").write_text(json.dumps(forged))
+    bad = await _bank(settings, "verify", "--checkpoints", str(tmp_path / "forged.json"))
+    assert "the signature does not hold" in bad.output
+
+
+async def test_a_signed_export_is_checked_offline(bank, settings, tmp_path):
+    await bank.customer()
+    await bank.customer()
+    auditor = await bank.staff("auditor")
+    response = await bank.client.get("/api/audit/export", headers=auditor)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/x-ndjson")
+    lines = response.content.splitlines()
+    assert len(lines) > 5 and json.loads(lines[0])["seq"] == 1
+    (tmp_path / "export.ndjson").write_bytes(response.content)
+    key = (await bank.client.get("/api/audit/checkpoints/key", headers=auditor)).json()
+    (tmp_path / "key.pem").write_text(key["public_key"])
+    sig = response.headers["audit-signature"]
+    ok = await _bank(
+        settings,
+        "verify",
+        "--export",
+        str(tmp_path / "export.ndjson"),
+        "--signature",
+        sig,
+        "--public-key",
+        str(tmp_path / "key.pem"),
+    )
+    assert ok.exit_code == 0 and f"export: {len(lines)} records, valid" in ok.output, ok.output
+    altered = response.content.replace(b'"outcome":"success"', b'"outcome":"failed"', 1)
+    (tmp_path / "altered.ndjson").write_bytes(altered)
+    bad = await _bank(
+        settings,
+        "verify",
+        "--export",
+        str(tmp_path / "altered.ndjson"),
+        "--signature",
+        sig,
+        "--public-key",
+        str(tmp_path / "key.pem"),
+    )
+    assert bad.exit_code == 1 and "the signature does not hold" in bad.output
+    # Signed, yet not a chain (a record left out): the verifier also checks each link.
+    gapped = lines[0] + b"\n" + lines[2] + b"\n"
+    signer = signed.Signer.of(settings)
+    report = signed.verify_export(signer.private.public_key(), gapped, signer.sign(gapped))
+    assert report.valid is False
+    assert report.problems == [f"record {json.loads(lines[2])['seq']}: it does not follow record 1"]
+    period = await bank.client.get(
+        "/api/audit/export", params={"from": "2999-01-01", "to": "2999-01-02"}, headers=auditor
+    )
+    assert period.status_code == 200 and period.content == b""

@@ -11,15 +11,22 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import AwareDatetime
 
 from app.deps import AuditReader, DatabaseDep, DbSession, SettingsDep
+from app.errors import ValidationFailed
 from app.money import Amount
 from app.ratelimit import AUDIT_EXPORT_LIMIT
 from app.routers.admin import FlagQuery
-from app.routing import DIGITS, StrictQueryRoute
-from app.schemas.audit import AuditRecordOut, ChainVerificationOut, CheckpointOut, SigningKeyOut
+from app.routing import DIGITS, StrictQueryRoute, download
+from app.schemas.audit import (
+    AuditRecordOut,
+    ChainVerificationOut,
+    CheckpointOut,
+    SigningKeyOut,
+    SummaryOut,
+)
 from app.schemas.common import IsoDate, Page, day_start, problem_responses
 from app.schemas.fraud import FlagOut
 from app.schemas.ledger import AuditTransactionOut, BalanceAtOut, BooksAtOut, LedgerReportOut
-from app.services import audit, exports, fraud, history, reconciliation
+from app.services import audit, exports, fraud, history, reconciliation, reports
 from app.services import checkpoints as checkpoints_service
 from app.services.pagination import decode_cursor, encode_cursor
 
@@ -302,3 +309,36 @@ async def export(
             "Content-Disposition": 'attachment; filename="audit-export.ndjson"',
         },
     )
+
+
+@router.get(
+    "/reports/summary",
+    response_model=SummaryOut,
+    response_model_by_alias=True,
+    summary="The compliance report for a period (JSON, CSV or PDF)",
+    responses={
+        **problem_responses(401, 403, 422, 429),
+        200: {"content": {"text/csv": {}, "application/pdf": {}}},
+    },
+    dependencies=[AUDIT_EXPORT_LIMIT],
+)
+async def summary_report(
+    principal: AuditReader,
+    db: DbSession,
+    settings: SettingsDep,
+    from_: Annotated[IsoDate, Query(alias="from", description="First day")],
+    to: Annotated[IsoDate, Query(description="Last day, inclusive")],
+    format: Literal["json", "csv", "pdf"] = "json",
+) -> Any:
+    """A period's movements by type and status (count and sum, from the journals), new
+    customers by KYC outcome, fraud flags opened and resolved (by rule, with the median
+    time to resolve), holds by outcome, loans by status and delinquency, every deposit,
+    withdrawal and transfer of 10,000.00 or more (the cash-reporting threshold), admins'
+    actions and the items waiting past their SLA. Both dates inclusive. Auditors and
+    admins; read-only."""
+    if to < from_:
+        raise ValidationFailed("`to` is before `from`.", field="to")
+    report = await reports.summary(db, since=from_, until=to)
+    if format == "json":
+        return SummaryOut.model_validate(report.body)
+    return download(await reports.export(report, format, bank_name=settings.bank_name))

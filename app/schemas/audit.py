@@ -42,3 +42,76 @@ class CheckpointOut(Schema):
 class SigningKeyOut(Schema):
     key_id: str
     public_key: str = Field(description="PEM (SubjectPublicKeyInfo)")
+
+
+class MovementsOut(Schema):
+    type: str
+    status: str
+    count: int
+    sum: str
+
+
+class OutcomeCountOut(Schema):
+    kyc_outcome: str
+    count: int
+
+
+class RuleCountOut(Schema):
+    rule: str
+    opened: int
+
+
+class FlagSummaryOut(Schema):
+    opened: int
+    resolved: int
+    by_rule: list[RuleCountOut]
+    median_minutes_to_resolve: float | None
+
+
+class HoldSummaryOut(Schema):
+    outcome: str
+    count: int
+    sum: str
+
+
+class LoanSummaryOut(Schema):
+    status: str
+    delinquency: str
+    count: int
+    outstanding: str
+
+
+class StaffActionsOut(Schema):
+    actor_id: str | None
+    action: str
+    count: int
+
+
+class LargeMovementOut(Schema):
+    transaction_id: str
+    type: str
+    status: str
+    amount: str
+    currency: str
+    from_account: str | None
+    to_account: str | None
+    description: str | None
+    created_at: str
+    balance_after: str | None
+    flagged: bool | None
+    customer_id: str | None
+
+
+class SummaryOut(Schema):
+    from_: str = Field(alias="from", serialization_alias="from")
+    to: str
+    transactions: list[MovementsOut] = Field(description="Journals posted in the period")
+    customers: list[OutcomeCountOut] = Field(description="Customers registered in it")
+    flags: FlagSummaryOut
+    holds: list[HoldSummaryOut] = Field(description="Holds placed in it, by outcome")
+    loans: list[LoanSummaryOut] = Field(description="Loans applied for by its end")
+    large_movements: list[LargeMovementOut] = Field(
+        description="Deposits, withdrawals and transfers of 10,000.00 or more (first 1,000)"
+    )
+    staff_actions: list[StaffActionsOut] = Field(description="Admins' audited actions")
+    sla_breaches: int = Field(description="Items waiting past their SLA deadline now")

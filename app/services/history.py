@@ -24,7 +24,7 @@ from app.services.ledger import TransactionView
 from app.services.pagination import Slice, decode_cursor, read_limit, slice_of
 
 
-async def _views(
+async def views_of(
     db: AsyncSession, journals: list[Journal], *, of: Callable[[int, int | None], bool]
 ) -> list[TransactionView]:
     """Transaction objects with `balance_after` of the account `of(account id, customer
@@ -155,7 +155,7 @@ async def list_transactions(
     query = select(Journal).where(Journal.id.in_(ids)).order_by(Journal.id.desc()).limit(rows)
     journals = list((await db.scalars(query)).all())
     listed = set(account_ids)
-    views = await _views(db, journals, of=lambda account_id, _: account_id in listed)
+    views = await views_of(db, journals, of=lambda account_id, _: account_id in listed)
     return slice_of(views, limit, key=lambda view: int(view.transaction_id))
 
 
@@ -170,12 +170,12 @@ async def get_transaction(
         if journal is None:
             raise TransactionNotFound(f"No transaction {transaction_id}.")
         if accounts.is_staff(principal):
-            views = await _views(db, [journal], of=lambda _, __: False)
+            views = await views_of(db, [journal], of=lambda _, __: False)
             await accounts.audit_staff_read(
                 db, principal, "transaction.read", "transaction", str(journal.id)
             )
             return views[0]
-        views = await _views(db, [journal], of=lambda _, owner: owner == principal.customer_id)
+        views = await views_of(db, [journal], of=lambda _, owner: owner == principal.customer_id)
         mine = await db.scalar(
             select(Entry.id)
             .join(Account, Account.id == Entry.account_id)
@@ -227,7 +227,7 @@ async def list_all(
     if (before := decode_cursor(cursor)) is not None:
         query = query.where(Journal.id < before)
     journals = list((await db.scalars(query)).all())
-    views = await _views(db, journals, of=lambda _, __: False)
+    views = await views_of(db, journals, of=lambda _, __: False)
     owners = [str(j.customer_id) if j.customer_id is not None else None for j in journals]
     return slice_of(
         list(zip(views, owners, strict=True)), limit, key=lambda row: int(row[0].transaction_id)

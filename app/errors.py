@@ -36,6 +36,8 @@ class BankError(Exception):
             self.headers = headers
 
     denied_entity: tuple[str, str] | None = None
+    audited_refusal: ClassVar[bool] = False
+    """A refusal by a rule of the money path: audited (outcome `failed`) where it happens."""
 
     def denying(self, entity_type: str, entity_id: str) -> BankError:
         """Mark a 404 that hides someone else's object, so the denial gets audited."""
@@ -73,10 +75,12 @@ class Forbidden(BankError):
 
 class KycRequired(Forbidden):
     title = "KYC verification required"
+    audited_refusal = True
 
 
 class CustomerSuspended(Forbidden):
     title = "Customer is suspended"
+    audited_refusal = True
 
 
 # 404
@@ -153,6 +157,7 @@ class TransactionNotFound(NotFound):
 
 class AccountNotActive(Conflict):
     title = "Account is not active"
+    audited_refusal = True
 
 
 class BalanceNotZero(Conflict):
@@ -169,14 +174,17 @@ class StatusUnchanged(Conflict):
 
 class InsufficientFunds(ValidationFailed):
     title, code = "Insufficient funds", "insufficient_funds"
+    audited_refusal = True
 
 
 class CurrencyMismatch(ValidationFailed):
     title, code = "Currency mismatch", "currency_mismatch"
+    audited_refusal = True
 
 
 class SameAccount(ValidationFailed):
     title, code = "Source and destination are the same account", "same_account"
+    audited_refusal = True
 
 
 class AmountTooLarge(ValidationFailed):
@@ -185,10 +193,12 @@ class AmountTooLarge(ValidationFailed):
 
 class DailyLimitExceeded(ValidationFailed):
     title, code = "Daily outgoing limit exceeded", "daily_limit_exceeded"
+    audited_refusal = True
 
 
 class BlockedCounterparty(ValidationFailed):
     title, code = "Counterparty on the block list", "blocked_counterparty"
+    audited_refusal = True
 
 
 class AlreadyDecided(Conflict):

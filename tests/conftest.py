@@ -47,6 +47,7 @@ def base_settings(data_dir: Path, database_url: str | None, **overrides: object)
         "database_url": database_url,
         "jwt_secret": "test-jwt-secret-" + "x" * 40,
         "pii_secret": "test-pii-secret-" + "y" * 40,
+        "audit_signing_key": "test-audit-signing-key-" + "z" * 40,
         "argon2_time_cost": 1,
         "argon2_memory_kib": 1024,
         "job_sweep_seconds": 0.2,

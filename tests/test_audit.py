@@ -555,3 +555,26 @@ async def test_benchmark_filler_records_extend_the_chain_validly(database):
     records = await audit_records(database, "bench.filler")
     assert [r.seq for r in records] == list(range(1, 26))
     assert await _service_verify(database) == audit.ChainReport(True, 25, None)
+
+
+async def test_refused_money_movements_are_audited_as_failed(bank, database):
+    from tests.ledger_helpers import funded_account, transfer, withdraw
+
+    _, headers, number = await funded_account(bank, "100.00")
+    _, _, target = await funded_account(bank, "0.00")
+    problem(await withdraw(bank.client, headers, number, "100.01"), 422, "insufficient_funds")
+    problem(await transfer(bank.client, headers, number, number, "1.00"), 422, "same_account")
+    admin = await bank.staff()
+    frozen = await bank.client.patch(
+        f"/api/admin/accounts/{target}",
+        json={"status": "frozen", "reason": "case 9"},
+        headers=admin,
+    )
+    assert frozen.status_code == 200
+    problem(await transfer(bank.client, headers, number, target, "1.00"), 409, "account_not_active")
+    failed = [r for r in await audit_records(database) if r.outcome == "failed"]
+    assert [(r.action, r.details["code"]) for r in failed] == [
+        ("transaction.withdrawal", "insufficient_funds"),
+        ("transaction.transfer", "account_not_active"),
+    ]
+    assert failed[0].details["field"] == "amount"

@@ -207,16 +207,25 @@ async def stream_records(
 async def denials_recorded(
     owner: AsyncSession | Database, *, actor: Actor, action: str
 ) -> AsyncIterator[None]:
-    """Audit a request refused because the object is someone else's. The refusal rolled
-    back the service's transaction, so the record is written in a transaction of its own:
-    on the caller's session (its read ends first, so a request never holds two pooled
-    connections), or, for the money path, which has no session, on a session of its own."""
+    """Audit a request refused because the object is someone else's (outcome `denied`), or
+    refused by a rule of the money path such as insufficient funds, the daily limit, a
+    frozen account or a currency mismatch (outcome `failed`, with the error's code). The
+    refusal rolled back the service's transaction, so the record is written in a
+    transaction of its own: on the caller's session (its read ends first, so a request
+    never holds two pooled connections), or, for the money path, which has no session, on
+    a session of its own."""
     try:
         yield
     except BankError as exc:
-        if exc.denied_entity is None:
+        if exc.denied_entity is not None:
+            entity_type, entity_id = exc.denied_entity
+            outcome, details = "denied", None
+        elif exc.audited_refusal:
+            entity_type, entity_id = None, None
+            outcome = "failed"
+            details = {"code": exc.code, "field": exc.field, "detail": exc.detail}
+        else:
             raise
-        entity_type, entity_id = exc.denied_entity
         async with contextlib.AsyncExitStack() as stack:
             if isinstance(owner, AsyncSession):
                 db = owner
@@ -233,6 +242,7 @@ async def denials_recorded(
                     action=action,
                     entity_type=entity_type,
                     entity_id=entity_id,
-                    outcome="denied",
+                    outcome=outcome,
+                    details=details,
                 )
         raise

@@ -72,3 +72,40 @@ async def test_balances_page_and_need_an_instant_with_its_offset(bank):
         403,
         "forbidden",
     )
+
+
+async def test_an_account_at_an_instant_shows_its_balance_and_holds_then(bank, app, database):
+    from tests.helpers import audit_records
+
+    _, headers, number = await funded_account(bank, "60000.00")
+    held = await withdraw(bank.client, headers, number, "50000.00")
+    assert held.json()["status"] == "pending_review"
+    admin = await bank.staff()
+    rejected = await bank.client.post(
+        f"/api/admin/transactions/{held.json()['transaction_id']}/reject",
+        json={"reason": "not the customer"},
+        headers=admin,
+    )
+    assert rejected.status_code == 200
+    deposited = (await audit_records(database, "transaction.deposit"))[0].at
+    placed = (await audit_records(database, "transaction.withdrawal"))[0].at
+    decided = (await audit_records(database, "transaction.reject"))[0].at
+    auditor = await bank.staff("auditor")
+
+    async def at(instant) -> dict:
+        response = await bank.client.get(
+            f"/api/accounts/{number}", params={"at": instant.isoformat()}, headers=auditor
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    before = await at(deposited - timedelta(seconds=1))
+    assert (before["balance"], before["available_balance"]) == ("0.00", "0.00")
+    during = await at(placed + (decided - placed) / 2)
+    assert (during["balance"], during["available_balance"]) == ("60000.00", "10000.00")
+    after = await at(decided + timedelta(seconds=1))
+    assert (after["balance"], after["available_balance"]) == ("60000.00", "60000.00")
+    own = await bank.client.get(
+        f"/api/accounts/{number}", params={"at": "2999-01-01T00:00:00Z"}, headers=headers
+    )
+    assert own.json()["balance"] == "60000.00"

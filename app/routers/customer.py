@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, BackgroundTasks, Header, Path, Query
 from fastapi.responses import Response
+from pydantic import AwareDatetime
 
 from app.deps import (
     CurrentCustomer,
@@ -60,6 +61,7 @@ from app.services import (
     ledger,
     loan_views,
     loans,
+    reconciliation,
     repayments,
     statements,
 )
@@ -198,11 +200,28 @@ async def list_accounts(
     responses=problem_responses(401, 403, 404, 422),
 )
 async def get_account(
-    account_number: AccountNumberPath, principal: CurrentUser, db: DbSession
+    account_number: AccountNumberPath,
+    principal: CurrentUser,
+    db: DbSession,
+    at: Annotated[
+        AwareDatetime | None,
+        Query(description="An instant (ISO 8601 with offset): the balances then"),
+    ] = None,
 ) -> AccountOut:
     """One of the caller's accounts with its balance; another customer's account is 404. Staff
-    (admins, auditors) read any customer's account, and the read is audited."""
-    return AccountOut.of(await accounts.get_account(db, principal=principal, number=account_number))
+    (admins, auditors) read any customer's account, and the read is audited. With `at`,
+    `balance` and `available_balance` are the account's at that instant (from its entries
+    and the holds then); `status` is its status now."""
+    account = await accounts.get_account(db, principal=principal, number=account_number)
+    if at is None:
+        return AccountOut.of(account)
+    balance, held = await reconciliation.account_at(db, account, at)
+    return AccountOut.of(account).model_copy(
+        update={
+            "balance": format_amount(balance),
+            "available_balance": format_amount(balance - held),
+        }
+    )
 
 
 @banking.post(

@@ -76,7 +76,7 @@ import tempfile
 import time
 import traceback
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -673,7 +673,7 @@ class EngineRun:
         total = Decimal("0.00")
         async with self.client() as client:
             for customer, token in zip(self.customers, self.tokens, strict=True):
-                async for item in history(client, token):
+                async for item in crash_loans.listed(client, token, "/api/transactions"):
                     if (
                         item["type"] == TRANSFER
                         and item["from_account"] in customer.account_numbers
@@ -921,21 +921,6 @@ def history_problems(
     unknown = sorted(set(sent_by_api) - {c.name for c in transfers})
     if unknown:
         yield f"{len(unknown)} transfers nobody asked for: {', '.join(unknown[:10])}"
-
-
-async def history(client: httpx.AsyncClient, token: str) -> AsyncIterator[dict[str, Any]]:
-    params: dict[str, str] = {"limit": "500"}
-    while True:
-        response = await client.get(
-            "/api/transactions", params=params, headers={"Authorization": f"Bearer {token}"}
-        )
-        response.raise_for_status()
-        page = response.json()
-        for item in page["items"]:
-            yield item
-        if not page["next_cursor"]:
-            return
-        params["cursor"] = page["next_cursor"]
 
 
 async def balance(client: httpx.AsyncClient, token: str, number: str) -> Decimal:

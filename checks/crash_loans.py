@@ -773,11 +773,12 @@ def _outstanding_problems(books: LoanBooks) -> Iterable[str]:
         )
 
 
-async def my_loans(client: httpx.AsyncClient, token: str) -> AsyncIterator[dict[str, Any]]:
+async def listed(client: httpx.AsyncClient, token: str, path: str) -> AsyncIterator[dict[str, Any]]:
+    """Every item of a customer's list endpoint, page after page."""
     params: dict[str, str] = {"limit": "500"}
     while True:
         response = await client.get(
-            "/api/loans", params=params, headers={"Authorization": f"Bearer {token}"}
+            path, params=params, headers={"Authorization": f"Bearer {token}"}
         )
         response.raise_for_status()
         page = response.json()
@@ -794,7 +795,7 @@ async def api_problems(
     """Each borrower's loans through the API, against the database."""
     problems, seen = [], set()
     for borrower in borrowers:
-        async for item in my_loans(client, borrower.token):
+        async for item in listed(client, borrower.token, "/api/loans"):
             loan_id = int(item["loan_id"])
             seen.add(loan_id)
             row = books.loans.get(loan_id)

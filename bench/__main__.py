@@ -9,6 +9,8 @@ books verified after every run, and pass/fail per target.
     python -m bench --quick              # a short smoke run
     python -m bench --product-only       # the product scenario (fraud scoring) only
     python -m bench --loans-only         # the loans scenario (GET /api/loans/{id}) only
+    python -m bench --audit-only         # the audit scenario (GET /api/audit/balances?at=
+                                         # over ~1 M entries) only
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ CUSTOMERS = 100
 OPENING_MINOR = 100_000_000  # 1,000,000.00 each
 JWT = "bench-jwt-secret-" + "j" * 40
 PII = "bench-pii-secret-" + "p" * 40
+AUDIT_KEY = "bench-audit-signing-key-" + "a" * 40
 
 
 def progress():  # type: ignore[no-untyped-def]
@@ -84,6 +87,7 @@ class Run:
             "BANK_DATA_DIR": str(self.data_dir),
             "BANK_JWT_SECRET": JWT,
             "BANK_PII_SECRET": PII,
+            "BANK_AUDIT_SIGNING_KEY": AUDIT_KEY,
             "BANK_LOG_JSON": "false",
         }
 
@@ -96,6 +100,7 @@ class Run:
             data_dir=self.data_dir,
             jwt_secret=JWT,
             pii_secret=PII,
+            audit_signing_key=AUDIT_KEY,
         )
 
     def _pg(self, sql: str) -> None:
@@ -152,6 +157,7 @@ def _history_settings(data_dir: Path) -> Settings:
         data_dir=data_dir,
         jwt_secret=JWT,
         pii_secret=PII,
+        audit_signing_key=AUDIT_KEY,
     )
 
 
@@ -266,6 +272,10 @@ def bench_engine(
         from bench import loans
 
         out["loans"] = loans.latency(engine, args, workdir, Run)
+    if not args.no_audit:
+        from bench import audit_books
+
+        out["audit"] = audit_books.latency(engine, args, workdir, Run)
     return out
 
 
@@ -385,14 +395,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--loans-only", action="store_true", help="only the loans scenario (GET /api/loans/{id})"
     )
+    parser.add_argument(
+        "--no-audit",
+        action="store_true",
+        help="skip the audit scenario (GET /api/audit/balances?at= over ~1 M entries)",
+    )
+    parser.add_argument(
+        "--audit-only",
+        action="store_true",
+        help="only the audit scenario (GET /api/audit/balances?at= over ~1 M entries)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.ceiling_duration, args.concurrency = 3.0, 2.0, [8, 32]
-    only = [name for name in ("product", "loans") if getattr(args, f"{name}_only")]
+    only = [name for name in ("product", "loans", "audit") if getattr(args, f"{name}_only")]
     if only:  # the scenarios named, and nothing else
         args.no_scale = True
         args.no_product = args.no_product or "product" not in only
         args.no_loans = args.no_loans or "loans" not in only
+        args.no_audit = args.no_audit or "audit" not in only
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     workdir = Path(tempfile.mkdtemp(prefix="bank-bench-"))
     started = time.perf_counter()
@@ -437,6 +458,12 @@ def main(argv: list[str] | None = None) -> int:
                 for engine, data in results["engines"].items()
                 if "loans" in data
             }
+        if not args.no_audit:
+            results["audit"] = {
+                engine: data["audit"]
+                for engine, data in results["engines"].items()
+                if "audit" in data
+            }
         if not args.no_scale:
             from bench import scale
 
@@ -447,9 +474,9 @@ def main(argv: list[str] | None = None) -> int:
     results["targets"] = report.evaluate(results)
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
-    # A run of the loans scenario alone is filed under its name: it does not overwrite
-    # the day's full (or product) results, nor their chart of transfers.
-    prefix = f"{stamp}-loans" if only == ["loans"] else stamp
+    # A run of the loans (or audit) scenario alone is filed under its name: it does not
+    # overwrite the day's full (or product) results, nor their chart of transfers.
+    prefix = f"{stamp}-{only[0]}" if only in (["loans"], ["audit"]) else stamp
     for engine in engines:
         path = RESULTS / f"{prefix}-{engine}.json"
         path.write_text(

@@ -1,5 +1,5 @@
-"""Targets of issue 9 (and of the product and loans scenarios), the markdown table and the
-chart."""
+"""Targets of issue 9 (and of the product, loans and audit scenarios), the markdown table
+and the chart."""
 
 from __future__ import annotations
 
@@ -80,6 +80,10 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         from bench import loans
 
         targets += loans.targets(results["loans"])
+    if results.get("audit"):
+        from bench import audit_books
+
+        targets += audit_books.targets(results["audit"])
     return targets
 
 
@@ -131,6 +135,10 @@ def markdown(results: dict[str, Any]) -> str:
         from bench import loans
 
         lines += loans.markdown(results["loans"])
+    if results.get("audit"):
+        from bench import audit_books
+
+        lines += audit_books.markdown(results["audit"])
     lines += ["", "| target | value | limit | result |", "|---|---|---|---|"]
     lines += [
         f"| {t['target']} | {t['value']} | {t['limit']} | {'pass' if t['pass'] else 'FAIL'} |"

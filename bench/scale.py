@@ -37,6 +37,7 @@ from bench.server import Server
 
 JWT = "bench-jwt-secret-" + "j" * 40
 PII = "bench-pii-secret-" + "p" * 40
+AUDIT_KEY = "bench-audit-signing-key-" + "a" * 40
 CLIENTS = 20  # customers whose accounts the measured transfers use
 
 
@@ -47,6 +48,7 @@ def _settings(data_dir: Path) -> Settings:
         data_dir=data_dir,  # type: ignore[call-arg]
         jwt_secret=JWT,
         pii_secret=PII,
+        audit_signing_key=AUDIT_KEY,
     )
 
 
@@ -57,6 +59,7 @@ def _env(data_dir: Path) -> dict[str, str]:
         "BANK_DATABASE_URL": f"sqlite+aiosqlite:///{data_dir / 'bank.db'}",
         "BANK_JWT_SECRET": JWT,
         "BANK_PII_SECRET": PII,
+        "BANK_AUDIT_SIGNING_KEY": AUDIT_KEY,
     }
 
 

@@ -5,6 +5,7 @@ from typing import Any
 from pydantic import Field
 
 from app.schemas.common import Schema, UtcDateTime
+from app.schemas.ledger import AuditTransactionOut
 
 
 class AuditRecordOut(Schema):
@@ -87,21 +88,6 @@ class StaffActionsOut(Schema):
     count: int
 
 
-class LargeMovementOut(Schema):
-    transaction_id: str
-    type: str
-    status: str
-    amount: str
-    currency: str
-    from_account: str | None
-    to_account: str | None
-    description: str | None
-    created_at: str
-    balance_after: str | None
-    flagged: bool | None
-    customer_id: str | None
-
-
 class SummaryOut(Schema):
     from_: str = Field(alias="from", serialization_alias="from")
     to: str
@@ -110,7 +96,7 @@ class SummaryOut(Schema):
     flags: FlagSummaryOut
     holds: list[HoldSummaryOut] = Field(description="Holds placed in it, by outcome")
     loans: list[LoanSummaryOut] = Field(description="Loans applied for by its end")
-    large_movements: list[LargeMovementOut] = Field(
+    large_movements: list[AuditTransactionOut] = Field(
         description="Deposits, withdrawals and transfers of 10,000.00 or more (first 1,000)"
     )
     staff_actions: list[StaffActionsOut] = Field(description="Admins' audited actions")

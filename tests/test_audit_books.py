@@ -109,3 +109,33 @@ async def test_an_account_at_an_instant_shows_its_balance_and_holds_then(bank, a
         f"/api/accounts/{number}", params={"at": "2999-01-01T00:00:00Z"}, headers=headers
     )
     assert own.json()["balance"] == "60000.00"
+
+
+async def test_an_instant_is_iso_8601_with_its_offset_never_unix_seconds(bank):
+    _, _headers, number = await funded_account(bank, "10.00")
+    auditor = await bank.staff("auditor")
+    for value in ("0.5", "1700000000", "-1", "2026-12-01", "2026-12-01T10:00:00"):
+        books_at = await bank.client.get(
+            "/api/audit/balances", params={"at": value}, headers=auditor
+        )
+        assert problem(books_at, 422, "validation_error")["errors"][0]["field"] == "at", value
+        one = await bank.client.get(
+            f"/api/accounts/{number}", params={"at": value}, headers=auditor
+        )
+        assert problem(one, 422, "validation_error")["errors"][0]["field"] == "at", value
+    for value in ("2026-12-01T10:00:00Z", "2026-12-01T10:00:00.123456+02:00"):
+        ok = await bank.client.get("/api/audit/balances", params={"at": value}, headers=auditor)
+        assert ok.status_code == 200, (value, ok.text)
+    admin = await bank.staff()
+    entry = await bank.client.post(
+        "/api/admin/fraud/lists",
+        json={
+            "list": "block",
+            "target_type": "account",
+            "target": number,
+            "reason": "case 1",
+            "expires_at": 4102444800,
+        },
+        headers=admin,
+    )
+    assert problem(entry, 422, "validation_error")["errors"][0]["field"] == "expires_at"

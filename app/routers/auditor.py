@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
-from pydantic import AwareDatetime
 
 from app.deps import AuditReader, DatabaseDep, DbSession, SettingsDep
 from app.errors import ValidationFailed
@@ -23,7 +22,7 @@ from app.schemas.audit import (
     SigningKeyOut,
     SummaryOut,
 )
-from app.schemas.common import IsoDate, Page, day_start, problem_responses
+from app.schemas.common import IsoDate, IsoInstant, Page, day_start, problem_responses
 from app.schemas.fraud import FlagOut
 from app.schemas.ledger import AuditTransactionOut, BalanceAtOut, BooksAtOut, LedgerReportOut
 from app.services import audit, exports, fraud, history, reconciliation, reports
@@ -210,7 +209,7 @@ async def transactions(
 async def balances(
     principal: AuditReader,
     db: DbSession,
-    at: Annotated[AwareDatetime, Query(description="An instant, ISO 8601 with its offset")],
+    at: Annotated[IsoInstant, Query(description="An instant, ISO 8601 with its offset")],
     limit: Annotated[int, Query(ge=1, le=500)] = 500,
     cursor: str | None = None,
 ) -> BooksAtOut:

@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, BackgroundTasks, Header, Path, Query
 from fastapi.responses import Response
-from pydantic import AwareDatetime
 
 from app.deps import (
     CurrentCustomer,
@@ -32,7 +31,7 @@ from app.routing import (
     download,
     not_audited,
 )
-from app.schemas.common import IsoDate, Page, day_start, iso_utc, problem_responses
+from app.schemas.common import IsoDate, IsoInstant, Page, day_start, iso_utc, problem_responses
 from app.schemas.customer import CustomerOut, CustomerUpdate
 from app.schemas.ledger import (
     AccountOpen,
@@ -204,7 +203,7 @@ async def get_account(
     principal: CurrentUser,
     db: DbSession,
     at: Annotated[
-        AwareDatetime | None,
+        IsoInstant | None,
         Query(description="An instant (ISO 8601 with offset): the balances then"),
     ] = None,
 ) -> AccountOut:

@@ -7,6 +7,7 @@ from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -36,6 +37,23 @@ def _iso_date(value: object) -> object:
 
 
 IsoDate = Annotated[date, BeforeValidator(_iso_date)]
+
+# An instant: a date, a time and an offset (Z or ±HH:MM), as API.md §1 writes times.
+ISO_INSTANT_RE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
+    r"(Z|z|[+-][0-9]{2}:?[0-9]{2})"
+)
+
+
+def _iso_instant(value: object) -> object:
+    """Only ISO 8601 with an offset: pydantic alone would also read `0.5` or `1700000000`
+    as Unix seconds."""
+    if isinstance(value, datetime) or (isinstance(value, str) and ISO_INSTANT_RE.fullmatch(value)):
+        return value
+    raise ValueError("must be an instant as ISO 8601 with its offset, such as 2026-12-01T10:00:00Z")
+
+
+IsoInstant = Annotated[AwareDatetime, BeforeValidator(_iso_instant)]
 
 
 def day_start(value: date | None, *, next_day: bool = False) -> datetime | None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
-from app.schemas.common import Body, IsoDate, PlainText, Schema, UtcDateTime
+from app.schemas.common import Body, IsoDate, IsoInstant, PlainText, Schema, UtcDateTime
 from app.schemas.ledger import TransactionOut
 
 Reason = PlainText
@@ -110,7 +110,7 @@ class ListEntryIn(Body):
         max_length=20,
         description="Allow entries only: the rule codes suppressed for this party",
     )
-    expires_at: AwareDatetime | None = None
+    expires_at: IsoInstant | None = None
 
 
 class ListEntryOut(Schema):

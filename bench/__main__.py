@@ -4,7 +4,9 @@ pgbench's TPC-B-like script) and the framework ceiling measured in the same run,
 books verified after every run, and pass/fail per target.
 
     python -m bench                      # everything (about 8 minutes, and 2 per engine
-                                         # for the loans scenario: its seeding is slow)
+                                         # for the loans scenario: its seeding is slow; the
+                                         # audit scenario's books of 1 M entries take 1 to 4
+                                         # more, built once for both engines)
     python -m bench --engines sqlite     # SQLite only
     python -m bench --quick              # a short smoke run
     python -m bench --product-only       # the product scenario (fraud scoring) only

@@ -231,10 +231,12 @@ class LoanNotActive(Conflict):
 
 class SameApprover(Conflict):
     title = "This admin has already approved the loan"
+    audited_refusal = True
 
 
 class ConflictOfInterest(Forbidden):
     title = "An admin may not decide a loan of their own"
+    audited_refusal = True
 
 
 class PayoffExceeded(ValidationFailed):

@@ -190,8 +190,9 @@ async def limit_statement_export(request: Request, principal: CurrentUser) -> No
 
 
 async def limit_audit_export(request: Request, principal: AuditReader) -> None:
-    """The audit trail as CSV; the same per-user export budget as statements."""
-    if _exporting(request):
+    """The audit trail as CSV, the signed export, the summary as CSV or PDF: the same
+    per-user export budget as statements (the signed export always counts)."""
+    if _exporting(request) or request.url.path.rstrip("/").endswith("/export"):
         await _limits(request).spend(EXPORT_PER_USER, str(principal.user_id))
 
 

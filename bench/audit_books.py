@@ -25,13 +25,28 @@ of about 1,000,000 entries answers within 2 s.
   to the totals; every account open at `at` listed once, with the balance computed apart.
 - Where the time goes (information): books_at called in process, each statement timed,
   and its plan (EXPLAIN QUERY PLAN; PostgreSQL: EXPLAIN (ANALYZE, BUFFERS)).
+
+The compliance report on the same books (issue 21: "the summary report for a month of
+1 M entries <= 5 s"): GET /api/audit/reports/summary?from=&to= over the whole history
+(the first journal's UTC day to the last's, both inclusive: every journal), by the same
+auditor, one untimed warm-up then REPORTS timed JSON requests (p50 and max; the target:
+the slowest <= 5 s), then format=csv and format=pdf once each (information). Checks: its
+transactions (type, status, count, sum) equal a GROUP BY over the journals table made
+by the bench on the engine's own database (the same bounds; timed too: the floor under
+the report), and its large movements are the first 1,000 deposits, withdrawals and
+transfers of 10,000.00 or more by id (the opening deposits of 100,000.00). Where the
+time goes (information): reports.summary called in process, each statement timed, and
+the slowest SELECTs' plans.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import io
 import os
+import re
 import sqlite3
 import statistics
 import time
@@ -45,8 +60,9 @@ from sqlalchemy import event
 
 from app.db import Database
 from app.models import Base, Role
+from app.schemas.common import day_start
 from app.security import Security
-from app.services import reconciliation, staff
+from app.services import reconciliation, reports, staff
 from app.services.audit import SYSTEM
 from bench import books
 from bench.server import Server
@@ -61,6 +77,10 @@ CAP_S = 60.0  # an instant's timed requests stop here (at least one is sent)
 AUDITOR = ("benchauditor", "bench-auditor-pass-1")
 COPY_BATCH = 50_000
 PROFILE_RUNS = 3
+REPORTS = 5  # timed JSON reports, after one untimed warm-up
+REPORT_LIMIT_MS = 5000.0
+REPORT_CAP_S = 120.0  # the timed reports stop here (at least one is sent)
+PLANS_SHOWN = 2  # the report's slowest SELECTs whose plans are kept
 
 _templates: dict[Path, Template] = {}
 
@@ -91,6 +111,7 @@ class Template:
         self.transfers = self.entries_wanted // 2 - accounts  # plus one deposit per account
         self.info: dict[str, Any] = {}
         self.instants: list[dict[str, Any]] = []
+        self.period: tuple[date, date] = (date.min, date.min)
 
     def build(self) -> None:
         print(
@@ -166,6 +187,10 @@ class Template:
                         "expected": expected,
                     }
                 )
+            first, last = conn.execute(
+                "SELECT MIN(created_at), MAX(created_at) FROM journals"
+            ).fetchone()
+            self.period = (_parse_stamp(first).date(), _parse_stamp(last).date())
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.info = {
             "customers": result.customers,
@@ -431,6 +456,262 @@ async def _profile(settings: Any, at: datetime, is_sqlite: bool) -> dict[str, An
     return {"books_at_ms": [round(c, 1) for c in calls], "statements": statements}
 
 
+# --- the compliance report ------------------------------------------------------------
+
+GROUPS_SQL = (
+    "SELECT kind, status, COUNT(*), SUM(amount) FROM journals"
+    " WHERE created_at >= {0} AND created_at < {1} GROUP BY kind, status ORDER BY kind, status"
+)
+LARGE_SQL = (
+    "SELECT id FROM journals WHERE created_at >= {0} AND created_at < {1}"
+    " AND kind IN ({kinds}) AND amount >= {threshold} ORDER BY id"
+)
+
+
+def _bounds(period: tuple[date, date]) -> tuple[datetime, datetime]:
+    """The report's own bounds: the first day's start to the day after the last's."""
+    start, end = day_start(period[0]), day_start(period[1], next_day=True)
+    assert start is not None and end is not None
+    return start, end
+
+
+def _sqlite_stamp(moment: datetime) -> str:
+    """An instant as SQLite stores a UTCDateTime (naive UTC text), for comparing."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+async def _pg_apart(database_url: str, start: datetime, end: datetime, large_sql: str) -> Any:
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        runs = []
+        for _ in range(PROFILE_RUNS):
+            started = time.perf_counter()
+            groups = await conn.fetch(GROUPS_SQL.format("$1", "$2"), start, end)
+            runs.append((time.perf_counter() - started) * 1000)
+        large = [r[0] for r in await conn.fetch(large_sql.format("$1", "$2"), start, end)]
+        total = await conn.fetchval("SELECT COUNT(*) FROM journals")
+    finally:
+        await conn.close()
+    return [tuple(r) for r in groups], runs, large, total
+
+
+def _journals_apart(engine: str, run: Any, period: tuple[date, date]) -> dict[str, Any]:
+    """What the report must say of the period's journals, read by the bench itself from
+    the engine's own database: GROUP BY kind, status (timed: median of PROFILE_RUNS) and
+    the large movements' ids."""
+    start, end = _bounds(period)
+    large_sql = LARGE_SQL.replace(
+        "{kinds}", ", ".join(f"'{kind.value}'" for kind in reports.MOVEMENTS)
+    ).replace("{threshold}", str(reports.CASH_REPORTING_MINOR))
+    if engine == "sqlite":
+        with contextlib.closing(sqlite3.connect(run.data_dir / "bank.db")) as conn:
+            bounds = (_sqlite_stamp(start), _sqlite_stamp(end))
+            runs = []
+            for _ in range(PROFILE_RUNS):
+                started = time.perf_counter()
+                groups = conn.execute(GROUPS_SQL.format("?", "?"), bounds).fetchall()
+                runs.append((time.perf_counter() - started) * 1000)
+            large = [r[0] for r in conn.execute(large_sql.format("?", "?"), bounds)]
+            (total,) = conn.execute("SELECT COUNT(*) FROM journals").fetchone()
+    else:
+        groups, runs, large, total = asyncio.run(_pg_apart(run.database_url, start, end, large_sql))
+    return {
+        "transactions": [
+            {"type": kind, "status": status, "count": n, "sum_minor": int(amount or 0)}
+            for kind, status, n, amount in groups
+        ],
+        "journals_in_period": sum(n for _, _, n, _ in groups),
+        "journals_total": total,
+        "group_by_ms": round(statistics.median(runs), 1),
+        "large_movements": len(large),
+        "large_ids": [str(i) for i in large[: reports.LARGE_MOVEMENTS_SHOWN]],
+    }
+
+
+def _get_report(
+    client: httpx.Client, headers: dict[str, str], period: tuple[date, date], format: str
+) -> tuple[httpx.Response, float]:
+    params = {"from": period[0].isoformat(), "to": period[1].isoformat(), "format": format}
+    sent = time.perf_counter()
+    r = client.get("/api/audit/reports/summary", headers=headers, params=params)
+    elapsed_ms = (time.perf_counter() - sent) * 1000
+    if r.status_code != 200:
+        raise RuntimeError(
+            f"GET /api/audit/reports/summary {params}: {r.status_code} {r.text[:500]}"
+        )
+    return r, elapsed_ms
+
+
+def _report_problems(
+    body: dict[str, Any], period: tuple[date, date], apart: dict[str, Any]
+) -> list[str]:
+    found = []
+    if (body["from"], body["to"]) != (period[0].isoformat(), period[1].isoformat()):
+        found.append(f"period {body['from']}..{body['to']}")
+    said = [
+        {
+            "type": t["type"],
+            "status": t["status"],
+            "count": t["count"],
+            "sum_minor": _minor(t["sum"]),
+        }
+        for t in body["transactions"]
+    ]
+    if said != apart["transactions"]:
+        found.append(f"transactions {said} != the journals' GROUP BY {apart['transactions']}")
+    ids = [m["transaction_id"] for m in body["large_movements"]]
+    if ids != apart["large_ids"]:
+        found.append(
+            f"large movements: {len(ids)} listed, not the first {len(apart['large_ids'])}"
+            f" of {apart['large_movements']} journals >= 10,000.00 by id"
+        )
+    if any(_minor(m["amount"]) < reports.CASH_REPORTING_MINOR for m in body["large_movements"]):
+        found.append("a large movement under 10,000.00")
+    return found
+
+
+def _csv_problems(text: str, apart: dict[str, Any]) -> list[str]:
+    rows = list(csv.DictReader(io.StringIO(text)))
+    said = [
+        {
+            "type": r["key"],
+            "status": r["detail"],
+            "count": int(r["count"]),
+            "sum_minor": _minor(r["amount"]),
+        }
+        for r in rows
+        if r["section"] == "transactions"
+    ]
+    if said != apart["transactions"]:
+        return [f"csv: transactions {said} != the journals' GROUP BY"]
+    return []
+
+
+def _measure_report(
+    client: httpx.Client,
+    headers: dict[str, str],
+    period: tuple[date, date],
+    apart: dict[str, Any],
+) -> dict[str, Any]:
+    r, warm_ms = _get_report(client, headers, period, "json")  # untimed warm-up
+    problems = _report_problems(r.json(), period, apart)
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < REPORTS and (not times or time.perf_counter() - started < REPORT_CAP_S):
+        r, ms = _get_report(client, headers, period, "json")
+        times.append(ms)
+        problems += _report_problems(r.json(), period, apart)
+    json_bytes = len(r.content)
+    if apart["journals_in_period"] != apart["journals_total"]:
+        problems.append(
+            f"{apart['journals_in_period']:,} of {apart['journals_total']:,} journals in the period"
+        )
+    formats: dict[str, Any] = {}
+    for format, media in (("csv", "text/csv"), ("pdf", "application/pdf")):
+        got, ms = _get_report(client, headers, period, format)
+        formats[format] = {"ms": round(ms, 1), "bytes": len(got.content)}
+        if not got.headers.get("content-type", "").startswith(media):
+            problems.append(f"{format}: content-type {got.headers.get('content-type')}")
+        if format == "csv":
+            problems += _csv_problems(got.text, apart)
+        elif not got.content.startswith(b"%PDF"):
+            problems.append("pdf: not a PDF")
+    return {
+        "from": period[0].isoformat(),
+        "to": period[1].isoformat(),
+        "days": (period[1] - period[0]).days + 1,
+        "journals_in_period": apart["journals_in_period"],
+        "journals_total": apart["journals_total"],
+        "large_movements": apart["large_movements"],
+        "group_by_ms": apart["group_by_ms"],
+        "warmup_ms": round(warm_ms, 1),
+        "json_ms": [round(t, 1) for t in times],
+        "p50_ms": round(statistics.median(times), 1),
+        "max_ms": round(max(times), 1),
+        "json_bytes": json_bytes,
+        "formats": formats,
+        "transactions": apart["transactions"],
+        "problems": problems[:20],
+        "ok": not problems,
+    }
+
+
+def _what(statement: str) -> str:
+    """A SELECT's short name: the table it reads first, and whether it groups."""
+    found = re.search(r"\bFROM\s+\(?\s*(\w+)", statement, re.IGNORECASE)
+    name = found.group(1) if found else "?"
+    return name + (" GROUP BY" if "GROUP BY" in statement.upper() else "")
+
+
+async def _profile_report(
+    settings: Any, period: tuple[date, date], is_sqlite: bool
+) -> dict[str, Any]:
+    """reports.summary in process: the whole call and each statement (median of
+    PROFILE_RUNS), and the slowest SELECTs' plans."""
+    database = Database(settings)
+    captured: list[tuple[str, Any, float]] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        conn.info.setdefault("bench_started", []).append(time.perf_counter())
+
+    def after(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        started = conn.info["bench_started"].pop()
+        captured.append((statement, parameters, (time.perf_counter() - started) * 1000))
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", before)
+    event.listen(database.engine.sync_engine, "after_cursor_execute", after)
+    calls: list[float] = []
+    runs: list[list[tuple[str, Any, float]]] = []
+    try:
+        for _ in range(PROFILE_RUNS):
+            captured.clear()
+            started = time.perf_counter()
+            async with database.session() as db:
+                await reports.summary(db, since=period[0], until=period[1])
+            calls.append((time.perf_counter() - started) * 1000)
+            runs.append(list(captured))
+        event.remove(database.engine.sync_engine, "before_cursor_execute", before)
+        event.remove(database.engine.sync_engine, "after_cursor_execute", after)
+        statements = []
+        for n, (statement, _, _) in enumerate(runs[-1]):
+            if not statement.lstrip().upper().startswith("SELECT"):
+                continue
+            ms = statistics.median(run[n][2] for run in runs if len(run) > n)
+            statements.append(
+                {
+                    "what": _what(statement),
+                    "sql": " ".join(statement.split())[:600],
+                    "median_ms": round(ms, 1),
+                    "n": n,
+                }
+            )
+        slowest = sorted(statements, key=lambda s: -s["median_ms"])[:PLANS_SHOWN]
+        async with database.engine.connect() as conn:
+            for s in slowest:
+                statement, parameters, _ = runs[-1][s["n"]]
+                prefix = "EXPLAIN QUERY PLAN " if is_sqlite else "EXPLAIN (ANALYZE, BUFFERS) "
+                plan = (await conn.exec_driver_sql(prefix + statement, parameters)).all()
+                s["plan"] = (
+                    [" " * 2 * int(row[1] > 0) + str(row[-1]) for row in plan]
+                    if is_sqlite
+                    else [str(row[0]) for row in plan]
+                )
+        for s in statements:
+            s.pop("n")
+    finally:
+        await database.dispose()
+    total = statistics.median(calls)
+    in_statements = sum(s["median_ms"] for s in statements)
+    return {
+        "summary_ms": [round(c, 1) for c in calls],
+        "in_statements_ms": round(in_statements, 1),
+        "outside_statements_ms": round(total - in_statements, 1),
+        "statements": statements,
+    }
+
+
 def latency(engine: str, args: Any, workdir: Path, run_class: Any) -> dict[str, Any]:
     books_ = template(workdir, run_class, args.quick)
     run = run_class(engine, WORKERS, args.pg_url, workdir / "audit")
@@ -450,6 +731,7 @@ def latency(engine: str, args: Any, workdir: Path, run_class: Any) -> dict[str, 
         out["prepare_s"] = round(time.perf_counter() - started, 1)
         print(f"  books ready in {out['prepare_s']} s", flush=True)
         asyncio.run(_auditor(run.settings))
+        apart = _journals_apart(engine, run, books_.period)
         env = {**run.env, "BANK_FRAUD_SCORING": "false"}
         with (
             Server(env, WORKERS, run.data_dir / "server.log") as server,
@@ -472,9 +754,24 @@ def latency(engine: str, args: Any, workdir: Path, run_class: Any) -> dict[str, 
                     flush=True,
                 )
                 out["instants"].append(measured)
+            out["load_before_report"] = _load()
+            report = _measure_report(client, headers, books_.period, apart)
+            print(
+                f"  report {report['from']}..{report['to']} ({report['journals_in_period']:,}"
+                f" journals): JSON p50 {report['p50_ms']} ms, max {report['max_ms']} ms"
+                f" ({len(report['json_ms'])} requests); csv {report['formats']['csv']['ms']} ms,"
+                f" pdf {report['formats']['pdf']['ms']} ms; the journals' GROUP BY"
+                f" {report['group_by_ms']} ms"
+                f"{'' if report['ok'] else '; PROBLEMS: ' + '; '.join(report['problems'])}",
+                flush=True,
+            )
+            out["report"] = report
         out["load_after"] = _load()
         out["profile"] = asyncio.run(
             _profile(run.settings, books_.instants[-1]["at"], engine == "sqlite")
+        )
+        out["report_profile"] = asyncio.run(
+            _profile_report(run.settings, books_.period, engine == "sqlite")
         )
     finally:
         run.drop()
@@ -510,6 +807,25 @@ def targets(audit: dict[str, Any]) -> list[dict[str, Any]]:
             "true",
             fine,
         )
+        if "report" not in t:
+            continue
+        r = t["report"]
+        add(
+            f"audit {engine} {t['workers']}w: GET /api/audit/reports/summary (JSON) max ms,"
+            f" {r['from']}..{r['to']} ({r['days']} days, {r['journals_in_period']:,} journals),"
+            f" {len(r['json_ms'])} requests ({size})",
+            round(r["max_ms"]),
+            f"<= {REPORT_LIMIT_MS:g}",
+            r["max_ms"] <= REPORT_LIMIT_MS,
+        )
+        add(
+            f"audit {engine}: the report's transactions (JSON and CSV) = the journals'"
+            " GROUP BY, every journal in the period, large movements = the first 1,000"
+            " >= 10,000.00",
+            r["ok"],
+            "true",
+            r["ok"],
+        )
     return out
 
 
@@ -540,5 +856,34 @@ def markdown(audit: dict[str, Any]) -> list[str]:
             f" {t['load_before']} -> {t['load_after']} (1 min, {os.cpu_count()} CPUs);"
             f" books_at in process at the end {t['profile']['books_at_ms']} ms (of which,"
             f" median: {statements})"
+        )
+    reported = {engine: t for engine, t in audit.items() if "report" in t}
+    if not reported:
+        return lines
+    lines += [
+        "",
+        "| audit scenario: GET /api/audit/reports/summary | period | journals "
+        "| JSON p50 ms | max ms | requests | csv ms | pdf ms | journals' GROUP BY ms "
+        "| summary in process ms | right |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for engine, t in reported.items():
+        r, p = t["report"], t["report_profile"]
+        lines.append(
+            f"| {engine} {t['workers']}w | {r['from']}..{r['to']} ({r['days']} days) "
+            f"| {r['journals_in_period']:,} | {r['p50_ms']:.1f} | {r['max_ms']:.1f} "
+            f"| {len(r['json_ms'])} | {r['formats']['csv']['ms']:.1f} "
+            f"| {r['formats']['pdf']['ms']:.1f} | {r['group_by_ms']:.1f} "
+            f"| {statistics.median(p['summary_ms']):.1f} | {'yes' if r['ok'] else 'NO'} |"
+        )
+    for engine, t in reported.items():
+        p = t["report_profile"]
+        slowest = sorted(p["statements"], key=lambda s: -s["median_ms"])[:4]
+        named = ", ".join(f"{s['what']} {s['median_ms']} ms" for s in slowest)
+        lines.append(
+            f"\n{engine} report: load {t['load_before_report']} before it; reports.summary in"
+            f" process {p['summary_ms']} ms: {p['in_statements_ms']} ms in"
+            f" {len(p['statements'])} SELECTs (slowest, median: {named}),"
+            f" {p['outside_statements_ms']} ms outside them"
         )
     return lines

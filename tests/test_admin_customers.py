@@ -263,3 +263,113 @@ async def test_auditors_list_every_customers_transactions_with_filters(bank):
     rest = await admin_get(bank, auditor, url, type="deposit", cursor=page["next_cursor"])
     assert [t["amount"] for t in page["items"] + rest["items"]] == ["40.00", "12000.00", "500.00"]
     problem(await bank.client.get(url, headers=headers), 403, "forbidden")
+
+
+async def test_an_admins_kyc_decision_is_never_overwritten_by_a_running_check(
+    bank, app, monkeypatch
+):
+    import asyncio
+
+    from app.services import jobs, kyc
+    from tests.helpers import customer_row, register_without_kyc
+
+    registration = await register_without_kyc(app)
+    cid = registration.customer.id
+    admin = await bank.staff()
+    original = kyc.findings
+
+    async def slow(db, customer):  # the check finds nothing, slowly
+        await original(db, customer)
+        await asyncio.sleep(0.5)
+        return []
+
+    monkeypatch.setattr(kyc, "findings", slow)
+    check = asyncio.create_task(jobs.sweep(app.state.database))
+    await asyncio.sleep(0.15)
+    decided = await bank.client.post(
+        f"/api/admin/customers/{cid}/kyc",
+        json={"decision": "reject", "reason": "Forged passport"},
+        headers=admin,
+    )
+    await check
+    row = await customer_row(app.state.database, cid)
+    if decided.status_code == 200:  # the admin came first: theirs stands
+        assert row.status == "KYC Rejected"
+    else:  # the check came first: the admin is told so
+        problem(decided, 409, "already_decided")
+        assert row.status == "Active"
+
+
+async def test_a_linked_admin_decides_nothing_of_their_own_customer(bank, app):
+    body, _ = await bank.customer()
+    cid = body["customer_id"]
+    admin = await bank.staff()
+    other = await bank.staff()
+    me = (await bank.client.get("/api/auth/me", headers=admin)).json()["user_id"]
+    await execute(
+        app.state.database,
+        "UPDATE users SET linked_customer_id = :c WHERE id = :u",
+        c=int(cid),
+        u=int(me),
+    )
+    base = f"/api/admin/customers/{cid}"
+    problem(
+        await bank.client.post(f"{base}/suspend", json={"reason": "mine now"}, headers=admin),
+        403,
+        "conflict_of_interest",
+    )
+    assert (
+        await bank.client.post(f"{base}/suspend", json={"reason": "Court order"}, headers=other)
+    ).status_code == 200
+    problem(
+        await bank.client.post(f"{base}/reactivate", json={"reason": "mine again"}, headers=admin),
+        403,
+        "conflict_of_interest",
+    )
+    await execute(
+        app.state.database, "UPDATE customers SET status = 'Under Review' WHERE id = :c", c=int(cid)
+    )
+    problem(
+        await bank.client.post(
+            f"{base}/kyc", json={"decision": "approve", "reason": "looks fine"}, headers=admin
+        ),
+        403,
+        "conflict_of_interest",
+    )
+    problem(
+        await bank.client.post(f"/api/admin/inbox/kyc_review:{cid}/take", headers=admin),
+        403,
+        "conflict_of_interest",
+    )
+    refused = [r for r in await audit_records(app.state.database) if r.outcome == "failed"]
+    assert {r.details["code"] for r in refused} == {"conflict_of_interest"}
+
+
+async def test_disabling_an_admin_puts_what_they_held_back_in_the_queue(bank, app):
+    _, headers, number = await funded_account(bank, "0.00")
+    applied = await bank.client.post(
+        "/api/loans",
+        json={
+            "product": "personal",
+            "principal": "2000.00",
+            "term_months": 12,
+            "monthly_income": "5000.00",
+            "account_number": number,
+            "purpose": "Bike",
+        },
+        headers=headers,
+    )
+    assert applied.status_code == 201
+    username, password = await bank.staff_user()
+    leaving = await bank.headers(username, password)
+    held = await bank.client.post("/api/admin/inbox/next", headers=leaving)
+    assert held.json()["entity_id"] == applied.json()["loan_id"]
+    admin = await bank.staff()
+    users = await admin_get(bank, admin, "/api/admin/users", role="admin")
+    target = next(u for u in users["items"] if u["username"] == username)
+    done = await bank.client.post(
+        f"/api/admin/users/{target['user_id']}/disable", json={"reason": "Left"}, headers=admin
+    )
+    assert done.status_code == 200
+    (item,) = (await admin_get(bank, admin, "/api/admin/inbox"))["items"]
+    assert item["assigned_to"] is None

@@ -426,6 +426,22 @@ async def test_a_range_is_verified_with_its_link_to_the_record_before_it(bank, d
     problem(bad, 422, "validation_error")
 
 
+async def test_records_cut_from_the_end_of_a_range_are_caught(bank, database):
+    for _ in range(2):
+        await bank.customer()
+    headers = await bank.staff("auditor")
+    last = (await _verify(bank, headers))["entries_checked"]
+    if database.is_sqlite:
+        await execute(database, "DROP TRIGGER audit_log_no_delete")
+    else:
+        await execute(database, "ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_change")
+    await execute(database, "DELETE FROM audit_log WHERE seq IN (:a, :b)", a=last - 2, b=last - 1)
+    response = await bank.client.get(
+        "/api/audit/verify", params={"from_seq": 1, "to_seq": last - 1}, headers=headers
+    )
+    assert (response.json()["valid"], response.json()["first_invalid_seq"]) == (False, last)
+
+
 async def test_an_empty_log_is_valid(bank, database):
     assert await _service_verify(database) == audit.ChainReport(True, 0, None)
 

@@ -162,12 +162,24 @@ async def test_a_signed_export_is_checked_offline(bank, settings, tmp_path):
         str(tmp_path / "key.pem"),
     )
     assert bad.exit_code == 1 and "the signature does not hold" in bad.output
-    # Signed, yet not a chain (a record left out): the verifier also checks each link.
-    gapped = lines[0] + b"\n" + lines[2] + b"\n"
+    # Signed, yet not a chain: the verifier also checks the order and each link.
     signer = signed.Signer.of(settings)
-    report = signed.verify_export(signer.private.public_key(), gapped, signer.sign(gapped))
-    assert report.valid is False
-    assert report.problems == [f"record {json.loads(lines[2])['seq']}: it does not follow record 1"]
+    public = signer.private.public_key()
+    swapped = lines[1] + b"\n" + lines[0] + b"\n"
+    report = signed.verify_export(public, swapped, signer.sign(swapped))
+    assert report.problems == ["record 1: out of order after record 2"]
+    relinked = json.loads(lines[1]) | {"prev_hash": "0" * 64}
+    forged = (
+        lines[0]
+        + b"\n"
+        + json.dumps(relinked, sort_keys=True, separators=(",", ":")).encode()
+        + b"\n"
+    )
+    problems = signed.verify_export(public, forged, signer.sign(forged)).problems
+    assert "record 2: it does not follow record 1" in problems
+    # A period cut by time may skip a seq (stamped at write, numbered at commit): not a break.
+    gapped = lines[0] + b"\n" + lines[2] + b"\n"
+    assert signed.verify_export(public, gapped, signer.sign(gapped)).valid
     period = await bank.client.get(
         "/api/audit/export", params={"from": "2999-01-01", "to": "2999-01-02"}, headers=auditor
     )

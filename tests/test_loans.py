@@ -584,3 +584,45 @@ async def test_the_schedule_downloads_as_csv_and_pdf(bank, app):
     pdf = await bank.client.get(url, params={"format": "pdf"}, headers=headers)
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
     assert pdf.headers["content-disposition"].endswith('schedule.pdf"')
+
+
+async def test_a_repayment_on_a_clock_behind_the_accrual_takes_nothing_back(bank, app, database):
+    headers, number, loan, _ = await active_loan(bank, app, on=date(2027, 1, 15))
+    move_clock(app, date(2027, 2, 15))  # the due date, posted by the daily job
+    await accrual.accrue_all(database)
+    move_clock(app, date(2027, 2, 14))  # another host's clock, a day behind
+    view = await loan_of(bank, headers, loan["loan_id"])
+    assert view["payoff_amount"] == "10099.92"  # the interest that fell due is owed
+    paid = await repay(bank, headers, loan["loan_id"], view["payoff_amount"], number)
+    assert paid.status_code == 201 and paid.json()["loan"]["status"] == "paid_off"
+    assert await bank_balance(app, "loan_interest") == 0
+    assert (await verify_books(app)).balanced
+
+
+async def test_a_customer_no_longer_active_is_paid_no_loan(bank, app):
+    body, headers, number = await funded_account(bank, "0.00")
+    loan = await applied(bank, headers, number)
+    await execute(
+        app.state.database,
+        "UPDATE customers SET status = 'Suspended' WHERE id = :c",
+        c=int(body["customer_id"]),
+    )
+    admin = await bank.staff()
+    problem(await approve(bank, admin, loan["loan_id"]), 403, "customer_suspended")
+    assert (await account(bank.client, headers, number))["balance"] == "0.00"
+    refused = await audit_records(app.state.database, "loan.approve")
+    assert [(r.outcome, r.details["code"]) for r in refused] == [("failed", "customer_suspended")]
+    rejected = await bank.client.post(
+        f"/api/admin/loans/{loan['loan_id']}/reject", json={"reason": "Suspended"}, headers=admin
+    )
+    assert rejected.status_code == 200  # a rejection still goes through
+
+
+async def test_a_tiny_income_declines_instead_of_overflowing(bank):
+    _, headers, number = await funded_account(bank, "0.00")
+    loan = await applied(
+        bank, headers, number, principal="50000.00", term_months=6, monthly_income="0.01"
+    )
+    admin = await bank.staff()
+    detail = (await bank.client.get(f"/api/admin/loans/{loan['loan_id']}", headers=admin)).json()
+    assert (detail["recommendation"], detail["dti"]) == ("decline", "9999.99")

@@ -99,5 +99,9 @@ class SummaryOut(Schema):
     large_movements: list[AuditTransactionOut] = Field(
         description="Deposits, withdrawals and transfers of 10,000.00 or more (first 1,000)"
     )
+    large_movements_truncated: bool = Field(
+        description="More than 1,000 large movements: list them with /api/audit/transactions"
+        "?min_amount=10000.00"
+    )
     staff_actions: list[StaffActionsOut] = Field(description="Admins' audited actions")
     sla_breaches: int = Field(description="Items waiting past their SLA deadline now")

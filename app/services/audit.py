@@ -109,6 +109,10 @@ async def verify_chain(
         after = page[-1][0]
         for content in page:
             if to_seq is not None and content[0] > to_seq:
+                # The first record after the range must link to its last: records cut from
+                # the range's end would otherwise go unnoticed.
+                if content[11] != prev:
+                    return ChainReport(False, checked, content[0])
                 return ChainReport(True, checked, None)
             stored_hash = content.pop()  # what remains is what the hash covers
             checked += 1

@@ -23,6 +23,7 @@ from app.security import Principal
 from app.services import audit, inbox
 from app.services.audit import Actor
 from app.services.customers import Profile, load_profile, parse_customer_id
+from app.services.loans import check_not_linked
 from app.services.pagination import Slice, decode_cursor, read_limit, slice_of
 
 KYC_OPEN = (CustomerStatus.under_review, CustomerStatus.pending_kyc)
@@ -112,12 +113,20 @@ async def decide_kyc(
 ) -> Profile:
     """An admin's KYC decision on a customer under review or still pending: `Active` or
     `KYC Rejected`. Anything else is 409 `already_decided`."""
+    async with audit.denials_recorded(db, actor=Actor.of(principal), action="kyc.decide"):
+        return await _decide_kyc(db, principal, customer_id, approve, reason)
+
+
+async def _decide_kyc(
+    db: AsyncSession, principal: Principal, customer_id: str, approve: bool, reason: str
+) -> Profile:
     async with unit_of_work(db) as tx:
         profile = await _profile(db, customer_id)
         customer = await db.get(
             Customer, profile.customer.id, with_for_update=True, populate_existing=True
         )
         assert customer is not None
+        await check_not_linked(db, principal, customer.id, f"Customer {customer.id}")
         if customer.status not in KYC_OPEN:
             raise AlreadyDecided(f"Customer {customer.id} is {customer.status!r}: KYC is decided.")
         previous = customer.status
@@ -154,12 +163,27 @@ async def set_standing(
         if suspend
         else (CustomerStatus.suspended, CustomerStatus.active)
     )
+    action = "customer.suspend" if suspend else "customer.reactivate"
+    async with audit.denials_recorded(db, actor=Actor.of(principal), action=action):
+        return await _set_standing(db, principal, customer_id, suspend, reason, before, after)
+
+
+async def _set_standing(
+    db: AsyncSession,
+    principal: Principal,
+    customer_id: str,
+    suspend: bool,
+    reason: str,
+    before: str,
+    after: str,
+) -> Profile:
     async with unit_of_work(db) as tx:
         profile = await _profile(db, customer_id)
         customer = await db.get(
             Customer, profile.customer.id, with_for_update=True, populate_existing=True
         )
         assert customer is not None
+        await check_not_linked(db, principal, customer.id, f"Customer {customer.id}")
         if customer.status != before:
             raise AlreadyDecided(
                 f"Customer {customer.id} is {customer.status!r}; only {before!r} can be"

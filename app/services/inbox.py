@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database, database_of, end_reads, retry_on_conflict, unit_of_work
-from app.errors import InboxItemNotFound, ValidationFailed
+from app.errors import ConflictOfInterest, InboxItemNotFound, ValidationFailed
 from app.models import (
     Customer,
     CustomerStatus,
@@ -252,12 +252,25 @@ async def take_next(db: AsyncSession, *, principal: Principal) -> Item | None:
 @retry_on_conflict
 async def take_over(db: AsyncSession, *, principal: Principal, item_id: str) -> Item:
     """Hold an item whoever holds it now (audited with the previous holder)."""
+    async with audit.denials_recorded(db, actor=Actor.of(principal), action="inbox.take_over"):
+        return await _take_over(db, principal, item_id)
+
+
+async def _take_over(db: AsyncSession, principal: Principal, item_id: str) -> Item:
     kind, entity_id = parse_item_id(item_id)
     database = database_of(db)
     async with unit_of_work(db) as tx:
         rows = [r for r in await _waiting(db) if r[0] == kind and r[1] == entity_id]
         if not rows:
             raise InboxItemNotFound(f"No inbox item {item_id} is waiting.")
+        linked, approved = await _excluded(db, principal.user_id)
+        if (linked is not None and rows[0][2] == linked) or (
+            kind == LOAN and entity_id in approved
+        ):
+            raise ConflictOfInterest(
+                f"Inbox item {item_id} is not yours to decide: it is of the customer your user"
+                " is linked to, or a loan you approved already."
+            )
         previous = rows[0][4]
         now = datetime.now(UTC)
         if kind == FLAG:
@@ -292,6 +305,17 @@ async def release(db: AsyncSession, kind: str, entity_id: int) -> None:
     two approvals goes back to the queue for a second admin."""
     await db.execute(
         delete(InboxClaim).where(InboxClaim.kind == kind, InboxClaim.entity_id == entity_id)
+    )
+
+
+async def release_all(db: AsyncSession, admin_id: int) -> None:
+    """Let go of everything an admin holds (in the caller's transaction): a disabled
+    admin's items go back to the queue."""
+    await db.execute(delete(InboxClaim).where(InboxClaim.assigned_to == admin_id))
+    await db.execute(
+        update(Flag)
+        .where(Flag.assigned_to == admin_id, Flag.status == FlagStatus.open)
+        .values(assigned_to=None)
     )
 
 

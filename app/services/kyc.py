@@ -50,7 +50,10 @@ async def findings(db: AsyncSession, customer: Customer) -> list[str]:
 
 async def run_check(db: AsyncSession, tx: Tx, payload: dict[str, Any]) -> None:
     """The job kind `kyc.check` (JobKind.kyc_check)."""
-    customer = await db.get(Customer, int(payload["customer_id"]))
+    # Locked and read again: an admin may decide while the check runs, and theirs stands.
+    customer = await db.get(
+        Customer, int(payload["customer_id"]), with_for_update=True, populate_existing=True
+    )
     if customer is None or customer.status != CustomerStatus.pending_kyc:
         return  # already decided (by an earlier run or an admin)
     reasons = await findings(db, customer)

@@ -55,6 +55,15 @@ def _lines(deltas: list[tuple[LockedAccount, int]]) -> list[tuple[LockedAccount,
     return [(account, delta) for account, delta in by_id.values() if delta]
 
 
+async def lock_accounts(tx: Tx, loan: Loan, numbers: list[str]) -> None:
+    """Lock the customer accounts `numbers` and every bank account of the loans, in one
+    statement, in id order, before a repayment posts: its accrual and its repayment
+    journal then only lock rows it holds, so two repayments never wait in a circle."""
+    await store.lock_movement(
+        tx, sorted(set(numbers)), internal=(LOANS, LOAN_INTEREST, INTEREST_INCOME, FEE_INCOME)
+    )
+
+
 async def disburse(
     tx: Tx, loan: Loan, account_number: str, *, initiated_by: int | None
 ) -> tuple[Posted, LockedAccount]:

@@ -189,6 +189,7 @@ async def view_of(
     next_due = None
     outstanding, payment = loan.outstanding_principal, loan.monthly_payment
     if loan.status == LoanStatus.active and book is None:
+        today = max(today, loan.accrued_through or today)
         book = await loan_ledger.read_book(db, loan, upto=today)
         loan_book.advance(book, today, **terms(database_of(db)))
     if book is not None:

@@ -171,7 +171,8 @@ async def apply(
                     Loan.customer_id == principal.customer_id, Loan.status == LoanStatus.active
                 )
             )
-            dti_bps = int((payment + int(others or 0)) * 10_000 // monthly_income)
+            # Capped at 999,999 % (a column of 32 bits): any figure that high declines.
+            dti_bps = min(999_999, int((payment + int(others or 0)) * 10_000 // monthly_income))
             customer = await db.get(Customer, principal.customer_id)
             advice, reasons = recommend(
                 dti_bps=dti_bps,
@@ -224,6 +225,17 @@ async def apply(
             if key is not None:
                 await store.store_answer(tx, key, 201, orjson.dumps(body))
     return Applied(body)
+
+
+async def check_not_linked(
+    db: AsyncSession, principal: Principal, customer_id: int | None, what: str
+) -> None:
+    """No admin decides anything of the customer their own user is linked to."""
+    linked = await db.scalar(select(User.linked_customer_id).where(User.id == principal.user_id))
+    if linked is not None and linked == customer_id:
+        raise ConflictOfInterest(
+            f"{what} is of the customer your own user is linked to: another admin decides it."
+        )
 
 
 async def lock_caller(tx: Tx, principal: Principal, key: store.IdempotencyKey | None) -> Any:
@@ -393,6 +405,15 @@ async def decide(
 ) -> AdminLoanView:
     """An admin approves or rejects a pending loan. The approval that completes the count
     disburses it."""
+    actor = Actor.of(principal)
+    action = "loan.approve" if approve else "loan.reject"
+    async with audit.denials_recorded(db, actor=actor, action=action):
+        return await _decide(db, loan_id, approve, principal, reason)
+
+
+async def _decide(
+    db: AsyncSession, loan_id: str, approve: bool, principal: Principal, reason: str | None
+) -> AdminLoanView:
     database = database_of(db)
     actor = Actor.of(principal)
     today = today_of(database)
@@ -400,32 +421,31 @@ async def decide(
         found = await db.get(Loan, _loan_id(loan_id))
         if found is None:
             raise LoanNotFound(f"No loan {loan_id}.")
-        await store.lock_customer(tx, found.customer_id)  # the customer first, as money does
+        # The customer first, as money does; a customer no longer Active is paid nothing.
+        standing = await store.lock_customer(tx, found.customer_id)
         loan = await lock_loan(db, found.id)  # whoever locks it first decides
         if loan.status != LoanStatus.pending:
             raise AlreadyDecided(f"Loan {loan.id} was already decided ({loan.status}).")
-        admin = await db.get(User, principal.user_id)
-        if admin is None or admin.linked_customer_id == loan.customer_id:
-            raise ConflictOfInterest(
-                f"Loan {loan.id} is of the customer your own user is linked to:"
-                " another admin decides it."
-            )
+        await check_not_linked(db, principal, loan.customer_id, f"Loan {loan.id}")
+        if approve:
+            accounts.check_can_transact(standing)
+        admin_id = principal.user_id
         number = await db.scalar(select(Account.number).where(Account.id == loan.account_id))
         details: dict[str, Any] = {"reason": reason}
         if approve:
-            if await db.get(LoanApproval, (loan.id, admin.id)) is not None:
+            if await db.get(LoanApproval, (loan.id, admin_id)) is not None:
                 raise SameApprover(
                     f"You approved loan {loan.id} already; a second admin must approve it."
                 )
             db.add(
                 LoanApproval(
-                    loan_id=loan.id, admin_id=admin.id, reason=reason, approved_at=datetime.now(UTC)
+                    loan_id=loan.id, admin_id=admin_id, reason=reason, approved_at=datetime.now(UTC)
                 )
             )
             loan.approvals += 1
             details |= {"approvals": loan.approvals, "approvals_required": loan.approvals_required}
             if loan.approvals >= loan.approvals_required:
-                posted, _ = await loan_ledger.disburse(tx, loan, number, initiated_by=admin.id)
+                posted, _ = await loan_ledger.disburse(tx, loan, number, initiated_by=admin_id)
                 loan.status = LoanStatus.active
                 loan.disbursed_on = today
                 loan.accrued_through = today
@@ -435,12 +455,12 @@ async def decide(
                 loan.monthly_payment = rows[0].payment
                 loan_ledger.add_schedule(db, loan, rows)
                 details["transaction_id"] = str(posted.id)
-                _decided(loan, admin.id, reason)
+                _decided(loan, admin_id, reason)
         else:
             if not reason:
                 raise ValidationFailed("A rejection needs a reason.", field="reason")
             loan.status = LoanStatus.rejected
-            _decided(loan, admin.id, reason)
+            _decided(loan, admin_id, reason)
         # Whoever held it in the inbox lets go: a loan waiting for its second approval goes
         # back to the queue for another admin.
         await inbox.release(db, inbox.LOAN, loan.id)

@@ -129,7 +129,8 @@ async def _repay(
     today: date,
     dry_run: bool,
 ) -> Repaid:
-    async with audit.denials_recorded(db, actor=Actor.of(principal), action="loan.repay"):
+    action = "loan.repay_dry_run" if dry_run else "loan.repay"
+    async with audit.denials_recorded(db, actor=Actor.of(principal), action=action):
         async with unit_of_work(db) as tx:
             if (replay := await loans.lock_caller(tx, principal, key)) is not None:
                 return Repaid(replay, replayed=True)
@@ -137,9 +138,13 @@ async def _repay(
             loan = await loans.lock_loan(db, loan.id)
             if loan.status != LoanStatus.active:
                 raise LoanNotActive(f"Loan {loan.id} is {loan.status}.")
+            # A day the accrual has posted already (a clock a little ahead, midnight
+            # passing meanwhile) is not taken back.
+            today = max(today, loan.accrued_through or today)
+            await loan_ledger.lock_accounts(tx, loan, [number, source])
             book = await loan_ledger.read_book(db, loan)
             accrual = loan_book.advance(book, today, **loan_views.terms(database_of(db)))
-            await loan_ledger.post_accrual(tx, loan, accrual, number)
+            accrued = await loan_ledger.post_accrual(tx, loan, accrual, number)
             locked = await store.lock_movement(
                 tx, [source], internal=(loan_ledger.LOANS, loan_ledger.LOAN_INTEREST)
             )
@@ -174,6 +179,7 @@ async def _repay(
                     "transaction_id": str(posted.id),
                     "allocation": parts,
                     "paid_off": allocation.paid_off,
+                    "accrual_transaction_id": str(accrued.id) if accrued else None,
                 },
             )
             view = await _answer(

@@ -86,10 +86,12 @@ async def summary(db: AsyncSession, *, since: date, until: date) -> Summary:
                 .where(*in_period, Journal.kind.in_(MOVEMENTS))
                 .where(Journal.amount >= CASH_REPORTING_MINOR)
                 .order_by(Journal.id)
-                .limit(LARGE_MOVEMENTS_SHOWN)
+                .limit(LARGE_MOVEMENTS_SHOWN + 1)
             )
         ).all()
     )
+    truncated = len(large) > LARGE_MOVEMENTS_SHOWN
+    large = large[:LARGE_MOVEMENTS_SHOWN]
     large_views = await views_of(db, large, of=lambda _, __: False)
     staff = await db.execute(
         select(AuditRecord.actor_id, AuditRecord.action, func.count())
@@ -116,6 +118,7 @@ async def summary(db: AsyncSession, *, since: date, until: date) -> Summary:
             {**_view(v), "customer_id": str(j.customer_id) if j.customer_id else None}
             for v, j in zip(large_views, large, strict=True)
         ],
+        "large_movements_truncated": truncated,
         "staff_actions": [{"actor_id": a, "action": act, "count": n} for a, act, n in staff],
         "sla_breaches": sum(1 for item in waiting.items if item.overdue),
     }

@@ -13,7 +13,7 @@ from app.errors import AlreadyDecided, CannotDisableSelf, StaffNotFound, Usernam
 from app.models import Role, User
 from app.passwords import check_password_policy
 from app.security import Principal, Security
-from app.services import audit
+from app.services import audit, inbox
 from app.services.audit import Actor
 from app.services.auth import end_sessions
 from app.services.customers import check_unique
@@ -92,6 +92,7 @@ async def disable_staff(
             raise AlreadyDecided(f"User {user.id} is disabled already.")
         user.is_active = False
         ended = await end_sessions(db, user.id, now)
+        await inbox.release_all(db, user.id)  # what they held goes back to the queue
         await audit.record(
             tx,
             actor=Actor.of(principal),

@@ -107,7 +107,7 @@ async def test_next_hands_out_the_oldest_and_take_over_is_audited(bank, app, dat
     )
     assert taken.status_code == 200 and taken.json()["assigned_to"] != me
     records = await audit_records(database, "inbox.take_over")
-    assert [(r.entity_type, r.details["from"]) for r in records] == [("kyc_review", me)]
+    assert [(r.entity_type, r.details["from"]) for r in records] == [("customer", me)]
     assert len(await audit_records(database, "inbox.assign")) == 3
     await bank.client.post("/api/admin/inbox/next", headers=second)  # the held transaction
     assert (await bank.client.post("/api/admin/inbox/next", headers=second)).status_code == 204

@@ -174,8 +174,8 @@ async def _set_standing(
     customer_id: str,
     suspend: bool,
     reason: str,
-    before: str,
-    after: str,
+    before: CustomerStatus,
+    after: CustomerStatus,
 ) -> Profile:
     async with unit_of_work(db) as tx:
         profile = await _profile(db, customer_id)
@@ -186,7 +186,7 @@ async def _set_standing(
         await check_not_linked(db, principal, customer.id, f"Customer {customer.id}")
         if customer.status != before:
             raise AlreadyDecided(
-                f"Customer {customer.id} is {customer.status!r}; only {before!r} can be"
+                f"Customer {customer.id} is {customer.status!r}; only {before.value!r} can be"
                 f" {'suspended' if suspend else 'reactivated'}."
             )
         customer.status = after

@@ -46,6 +46,8 @@ from app.services.pagination import Slice
 
 KYC, LOAN, FLAG, HOLD = "kyc_review", "loan_approval", "fraud_flag", "held_transaction"
 KINDS = (KYC, LOAN, FLAG, HOLD)
+ENTITY_TYPE = {KYC: "customer", LOAN: "loan", FLAG: "flag", HOLD: "transaction"}
+"""Each kind's entity as every other audit record names it."""
 NEXT_TRIES = 20  # candidates tried by one `next` before it gives up on a busy queue
 
 
@@ -241,7 +243,7 @@ async def take_next(db: AsyncSession, *, principal: Principal) -> Item | None:
                 tx,
                 actor=Actor.of(principal),
                 action="inbox.assign",
-                entity_type=candidate[0],
+                entity_type=ENTITY_TYPE[candidate[0]],
                 entity_id=candidate[1],
             )
         held = (*candidate[:4], principal.user_id)
@@ -292,7 +294,7 @@ async def _take_over(db: AsyncSession, principal: Principal, item_id: str) -> It
             tx,
             actor=Actor.of(principal),
             action="inbox.take_over",
-            entity_type=kind,
+            entity_type=ENTITY_TYPE[kind],
             entity_id=entity_id,
             details={"from": str(previous) if previous is not None else None},
         )

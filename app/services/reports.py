@@ -61,10 +61,10 @@ async def summary(db: AsyncSession, *, since: date, until: date) -> Summary:
         for kind, status, n, total in movements
     ]
     registered = await db.execute(
-        select(Customer.status, func.count())
+        select(Customer.kyc_status, func.count())
         .where(Customer.created_at >= start, Customer.created_at < end)
-        .group_by(Customer.status)
-        .order_by(Customer.status)
+        .group_by(Customer.kyc_status)
+        .order_by(Customer.kyc_status)
     )
     customers = [{"kyc_outcome": status, "count": n} for status, n in registered]
     flags = await _flags(db, start, end)

@@ -403,6 +403,36 @@ async def test_a_deleted_record_breaks_the_chain(bank, database):
     assert (report["valid"], report["first_invalid_seq"]) == (False, 3)
 
 
+async def _unlock_log(database) -> None:
+    if database.is_sqlite:
+        await execute(database, "DROP TRIGGER audit_log_no_delete")
+        await execute(database, "DROP TRIGGER audit_log_no_update")
+    else:
+        await execute(database, "ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_change")
+
+
+async def test_a_record_deleted_and_reinserted_at_the_end_breaks_the_chain(bank, database):
+    await bank.customer()
+    headers = await bank.staff("auditor")
+    last = (await _verify(bank, headers))["entries_checked"]
+    await _unlock_log(database)
+    # Record 2 taken out and put back after the last one, with its content and hash.
+    await execute(database, "UPDATE audit_log SET seq = :new WHERE seq = 2", new=last + 1)
+    report = await _verify(bank, headers)
+    assert (report["valid"], report["first_invalid_seq"]) == (False, 3)
+
+
+async def test_two_records_swapped_break_the_chain(bank, database):
+    await bank.customer()
+    headers = await bank.staff("auditor")
+    await _unlock_log(database)
+    await execute(database, "UPDATE audit_log SET seq = -1 WHERE seq = 3")
+    await execute(database, "UPDATE audit_log SET seq = 3 WHERE seq = 4")
+    await execute(database, "UPDATE audit_log SET seq = 4 WHERE seq = -1")
+    report = await _verify(bank, headers)
+    assert (report["valid"], report["first_invalid_seq"]) == (False, 3)
+
+
 async def test_a_range_is_verified_with_its_link_to_the_record_before_it(bank, database):
     for _ in range(3):
         await bank.customer()

@@ -54,3 +54,44 @@ def test_every_state_changing_endpoint_names_audit_actions_the_code_records(tmp_
     assert not missing, f"no audit action registered: {missing}"
     assert not unknown, f"named but never recorded: {unknown}"
     assert exact  # the walk found the actions at all
+
+
+PUBLIC_WRITES = {
+    "/api/auth/token",
+    "/api/auth/refresh",
+    "/api/auth/logout",
+    "/api/auth/password",  # any user changes their own password
+    "/api/customers/register",
+    "/api/loans/quote",
+}
+
+
+def _concrete(path: str) -> str:
+    """A path template with made-up ids that pass each parameter's pattern."""
+    samples = {
+        "{account_number}": "100000000016",
+        "{item_id}": "loan_approval:1",
+    }
+    for name, value in samples.items():
+        path = path.replace(name, value)
+    return re.sub(r"\{[a-z_]+\}", "1", path)
+
+
+async def test_an_auditor_writes_nothing_and_a_customer_reaches_no_staff_endpoint(bank, app):
+    schema = app.openapi()
+    auditor = await bank.staff("auditor")
+    customer = (await bank.customer())[1]
+    writes, staff_reads = [], []
+    for path, methods in schema["paths"].items():
+        for method in methods:
+            if method in ("post", "patch", "put", "delete") and path not in PUBLIC_WRITES:
+                writes.append((method, path))
+            if path.startswith(("/api/admin", "/api/audit")):
+                staff_reads.append((method, path))
+    assert len(writes) > 20 and len(staff_reads) > 30
+    for method, path in writes:
+        response = await bank.client.request(method, _concrete(path), json={}, headers=auditor)
+        assert response.status_code == 403, (method, path, response.status_code)
+    for method, path in staff_reads:
+        response = await bank.client.request(method, _concrete(path), json={}, headers=customer)
+        assert response.status_code == 403, (method, path, response.status_code)

@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import store
-from app.db import end_reads, retry_on_conflict, unit_of_work
+from app.db import retry_on_conflict, unit_of_work
 from app.errors import (
     AccountClosed,
     AccountNotActive,
@@ -183,23 +183,14 @@ async def get_account(db: AsyncSession, *, principal: Principal, number: str) ->
         account = await db.scalar(select(Account).where(Account.number == number))
         found = visible(account, principal, number, "account_number")
     if is_staff(principal):
-        await audit_staff_read(db, principal, "account.read", "account", number)
-    return found
-
-
-async def audit_staff_read(
-    db: AsyncSession, principal: Principal, action: str, entity_type: str, entity_id: str
-) -> None:
-    """A staff read of a customer's data, recorded in a transaction of its own."""
-    await end_reads(db)
-    async with unit_of_work(db) as tx:
-        await audit.record(
-            tx,
+        await audit.record_read(
+            db,
             actor=Actor.of(principal),
-            action=action,
-            entity_type=entity_type,
-            entity_id=entity_id,
+            action="account.read",
+            entity_type="account",
+            entity_id=number,
         )
+    return found
 
 
 @retry_on_conflict

@@ -42,7 +42,7 @@ async def catch_up(db: AsyncSession, tx: Tx, loan_id: int, today: date) -> Accru
     if loan.status != LoanStatus.active:
         return None
     book = await loan_ledger.read_book(db, loan)
-    today = max(today, loan.accrued_through or today)
+    today = loan_views.loan_day(loan, today)
     accrual = loan_book.advance(book, today, **loan_views.terms(database_of(db)))
     number = await db.scalar(select(Account.number).where(Account.id == loan.account_id))
     posted = await loan_ledger.post_accrual(tx, loan, accrual, number or "")

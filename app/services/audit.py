@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import store
 from app.context import client_ip_var, request_id_var
-from app.db import Database, Tx, session_tx, unit_of_work
+from app.db import Database, Tx, end_reads, session_tx, unit_of_work
 from app.errors import BankError
 from app.models import AuditRecord, User
 from app.security import Principal
@@ -74,6 +74,29 @@ async def record(
             details or {},
         ),
     )
+
+
+async def record_read(
+    db: AsyncSession,
+    *,
+    actor: Actor,
+    action: str,
+    entity_type: str,
+    entity_id: str | int,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """A read worth recording (staff reading a customer's data), in a transaction of its
+    own on the caller's session: its read transaction ends first."""
+    await end_reads(db)
+    async with unit_of_work(db) as tx:
+        await record(
+            tx,
+            actor=actor,
+            action=action,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            details=details,
+        )
 
 
 @dataclass

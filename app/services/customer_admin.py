@@ -16,7 +16,7 @@ from pathlib import Path
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import database_of, end_reads, retry_on_conflict, unit_of_work
+from app.db import database_of, retry_on_conflict, unit_of_work
 from app.errors import AlreadyDecided, CustomerNotFound, DocumentNotFound, ValidationFailed
 from app.models import Account, Customer, CustomerStatus, KycDocument, KycStatus, User
 from app.security import Principal
@@ -95,15 +95,13 @@ async def read_file(
         select(Account).where(Account.customer_id == profile.customer.id).order_by(Account.id)
     )
     owned = list(found.all())
-    await end_reads(db)
-    async with unit_of_work(db) as tx:
-        await audit.record(
-            tx,
-            actor=Actor.of(principal),
-            action="customer.read",
-            entity_type="customer",
-            entity_id=profile.customer.id,
-        )
+    await audit.record_read(
+        db,
+        actor=Actor.of(principal),
+        action="customer.read",
+        entity_type="customer",
+        entity_id=profile.customer.id,
+    )
     return profile, owned
 
 
@@ -220,16 +218,14 @@ async def document(
     path = database_of(db).settings.kyc_dir / doc.storage_name
     if not path.is_file():
         raise DocumentNotFound(f"Document {document_id} is missing from storage.")
-    await end_reads(db)
-    async with unit_of_work(db) as tx:
-        await audit.record(
-            tx,
-            actor=Actor.of(principal),
-            action="customer.document_read",
-            entity_type="customer",
-            entity_id=doc.customer_id,
-            details={"document_id": str(doc.id), "kind": doc.kind},
-        )
+    await audit.record_read(
+        db,
+        actor=Actor.of(principal),
+        action="customer.document_read",
+        entity_type="customer",
+        entity_id=doc.customer_id,
+        details={"document_id": str(doc.id), "kind": doc.kind},
+    )
     extension = EXTENSIONS.get(doc.content_type, "bin")
     return DocumentFile(path, doc.content_type, f"{doc.kind}-{doc.id}.{extension}")
 

@@ -129,7 +129,13 @@ async def list_transactions(
     if not account_ids:
         return Slice([], None)
     if staff:
-        await accounts.audit_staff_read(db, principal, "transaction.list", "account", number)
+        await audit.record_read(
+            db,
+            actor=Actor.of(principal),
+            action="transaction.list",
+            entity_type="account",
+            entity_id=number,
+        )
     rows = read_limit(limit)
 
     def page(of: list[int]) -> Select[tuple[int]]:
@@ -171,8 +177,12 @@ async def get_transaction(
             raise TransactionNotFound(f"No transaction {transaction_id}.")
         if accounts.is_staff(principal):
             views = await views_of(db, [journal], of=lambda _, __: False)
-            await accounts.audit_staff_read(
-                db, principal, "transaction.read", "transaction", str(journal.id)
+            await audit.record_read(
+                db,
+                actor=Actor.of(principal),
+                action="transaction.read",
+                entity_type="transaction",
+                entity_id=journal.id,
             )
             return views[0]
         views = await views_of(db, [journal], of=lambda _, owner: owner == principal.customer_id)

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import store
 from app.db import Tx
 from app.models import Installment, JournalKind, Loan
+from app.money import format_amount
 from app.services import accounts, amortization
 from app.services.ledger import check_not_blocked
 from app.services.loan_book import Accrual, Allocation, Book
@@ -109,7 +110,7 @@ async def post_accrual(tx: Tx, loan: Loan, accrual: Accrual, account_number: str
     )
     if not lines:
         return None
-    what = [f"interest {accrual.interest / 100:.2f}"] if accrual.interest else []
+    what = [f"interest {format_amount(accrual.interest)}"] if accrual.interest else []
     what += [f"late fee on installment {number}" for number, _ in accrual.fees]
     header = NewJournal(
         JournalKind.accrual,

@@ -169,6 +169,12 @@ def today_of(database: Database) -> date:
     return database.clock().date()
 
 
+def loan_day(loan: Loan, today: date) -> date:
+    """The day a loan is worked out on: today, never before the last day its accrual posted
+    (a clock a little behind, midnight passing meanwhile)."""
+    return max(today, loan.accrued_through or today)
+
+
 def next_midnight(day: date) -> datetime:
     return datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
 
@@ -189,7 +195,7 @@ async def view_of(
     next_due = None
     outstanding, payment = loan.outstanding_principal, loan.monthly_payment
     if loan.status == LoanStatus.active and book is None:
-        today = max(today, loan.accrued_through or today)
+        today = loan_day(loan, today)
         book = await loan_ledger.read_book(db, loan, upto=today)
         loan_book.advance(book, today, **terms(database_of(db)))
     if book is not None:

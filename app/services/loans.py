@@ -253,8 +253,9 @@ async def lock_caller(tx: Tx, principal: Principal, key: store.IdempotencyKey | 
     return None
 
 
-async def own_loan(db: AsyncSession, principal: Principal, loan_id: str) -> tuple[Loan, str]:
-    row = (
+async def _loan_with_account(db: AsyncSession, loan_id: str) -> Any:
+    """(loan, its account's number), read fresh; None if there is no such loan."""
+    return (
         await db.execute(
             select(Loan, Account.number)
             .join(Account, Account.id == Loan.account_id)
@@ -262,6 +263,10 @@ async def own_loan(db: AsyncSession, principal: Principal, loan_id: str) -> tupl
             .execution_options(populate_existing=True)
         )
     ).first()
+
+
+async def own_loan(db: AsyncSession, principal: Principal, loan_id: str) -> tuple[Loan, str]:
+    row = await _loan_with_account(db, loan_id)
     if row is None or row[0].customer_id != principal.customer_id:
         raise LoanNotFound(f"No loan {loan_id}.").denying("loan", loan_id)
     return row[0], row[1]
@@ -354,14 +359,7 @@ async def _admin_view(db: AsyncSession, loan: Loan, number: str, today: date) ->
 
 
 async def admin_get(db: AsyncSession, loan_id: str) -> AdminLoanView:
-    row = (
-        await db.execute(
-            select(Loan, Account.number)
-            .join(Account, Account.id == Loan.account_id)
-            .where(Loan.id == _loan_id(loan_id))
-            .execution_options(populate_existing=True)
-        )
-    ).first()
+    row = await _loan_with_account(db, loan_id)
     if row is None:
         raise LoanNotFound(f"No loan {loan_id}.")
     return await _admin_view(db, row[0], row[1], today_of(database_of(db)))

@@ -359,12 +359,7 @@ async def books_at(db: AsyncSession, *, at: datetime, cursor: str | None, limit:
 async def account_at(db: AsyncSession, account: Account, at: datetime) -> tuple[int, int]:
     """An account's balance at `at` (its last entry by then) and what was held on it then
     (holds placed by then and not decided by then)."""
-    balance = await db.scalar(
-        select(Entry.balance_after)
-        .where(Entry.account_id == account.id, Entry.created_at <= at)
-        .order_by(Entry.created_at.desc(), Entry.id.desc())
-        .limit(1)
-    )
+    balance = await db.scalar(select(_balance_at(at)).where(Account.id == account.id))
     held = await db.scalar(
         select(func.coalesce(func.sum(Hold.amount), 0)).where(
             Hold.account_id == account.id,

@@ -140,7 +140,7 @@ async def _repay(
                 raise LoanNotActive(f"Loan {loan.id} is {loan.status}.")
             # A day the accrual has posted already (a clock a little ahead, midnight
             # passing meanwhile) is not taken back.
-            today = max(today, loan.accrued_through or today)
+            today = loan_views.loan_day(loan, today)
             await loan_ledger.lock_accounts(tx, loan, [number, source])
             book = await loan_ledger.read_book(db, loan)
             accrual = loan_book.advance(book, today, **loan_views.terms(database_of(db)))

@@ -119,6 +119,10 @@ class ValidationFailed(BankError):
     status, title, code = 422, "Validation failed", "validation_error"
 
 
+class InstantInFuture(ValidationFailed):
+    title, code = "That instant has not happened yet", "at_in_future"
+
+
 class WeakPassword(ValidationFailed):
     title, code = "Password does not meet the policy", "weak_password"
 
@@ -235,7 +239,7 @@ class SameApprover(Conflict):
 
 
 class ConflictOfInterest(Forbidden):
-    title = "An admin may not decide a loan of their own"
+    title = "An admin may not decide for the customer they are linked to"
     audited_refusal = True
 
 

@@ -184,3 +184,44 @@ async def test_a_signed_export_is_checked_offline(bank, settings, tmp_path):
         "/api/audit/export", params={"from": "2999-01-01", "to": "2999-01-02"}, headers=auditor
     )
     assert period.status_code == 200 and period.content == b""
+    assert period.headers["content-length"] == "0"
+    assert signed.verify_export(public, b"", period.headers["audit-signature"]).valid
+
+
+async def test_an_export_is_spooled_so_its_memory_is_a_batch_not_the_period(settings, tmp_path):
+    """A year of records is not held in memory to be signed: the export is written to a
+    temporary file batch by batch and signed there; what Python holds at once is a batch
+    and a piece of the file. (Built as one bytes object, 11 MB of export would peak above
+    11 MB; spooled it stays under 3.)"""
+    import tracemalloc
+
+    signer = signed.Signer.of(settings)
+    record = {"seq": 0, "action": "transaction.transfer", "details": {"note": "x" * 300}}
+
+    async def batches():
+        for b in range(30):
+            yield [record | {"seq": b * 1000 + i} for i in range(1000)]
+
+    received = tmp_path / "export.ndjson"
+    pieces = 0
+    tracemalloc.start()
+    try:
+        spooled = await signed.spool_export(batches(), signer)
+        _, peak_spooling = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        with received.open("wb") as out:
+            async for piece in spooled.pieces():
+                out.write(piece)
+                pieces += 1
+        _, peak_sending = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert spooled.size == received.stat().st_size > 10_000_000
+    assert pieces == -(-spooled.size // signed.EXPORT_CHUNK)
+    assert peak_spooling < 3_000_000, peak_spooling
+    assert peak_sending < 3_000_000, peak_sending
+    assert spooled.file.closed
+    assert received.read_bytes().count(b"\n") == 30_000
+    with received.open("rb") as file:
+        body = signed.mapped(file)
+        assert signed.verify_signature(signer.private.public_key(), body, spooled.signature)

@@ -146,3 +146,71 @@ async def test_the_first_approver_of_a_four_eyes_loan_is_not_handed_it_again(ban
     assert (await bank.client.post("/api/admin/inbox/next", headers=first)).status_code == 204
     again = await bank.client.post("/api/admin/inbox/next", headers=second)
     assert again.json()["entity_id"] == loan_id
+
+
+async def test_a_linked_admin_decides_none_of_their_customers_items(bank, app):
+    """Four-eyes of every kind: an admin whose user is linked to the customer is never
+    handed, and may not take, assign or decide, that customer's loan, flag or held
+    transaction; each refusal is audited as failed and changes nothing."""
+    ids = await one_of_each(bank, app)
+    admin, other = await bank.staff(), await bank.staff()
+    held = await bank.client.get(
+        f"/api/admin/transactions/{ids['held_transaction']}", headers=other
+    )
+    customer_id = held.json()["customer_id"]
+    me = (await bank.client.get("/api/auth/me", headers=admin)).json()["user_id"]
+    await execute(
+        app.state.database,
+        "UPDATE users SET linked_customer_id = :c WHERE id = :u",
+        c=int(customer_id),
+        u=int(me),
+    )
+    handed = await bank.client.post("/api/admin/inbox/next", headers=admin)
+    assert handed.json()["kind"] == "kyc_review"  # the only item not of their customer
+    assert (await bank.client.post("/api/admin/inbox/next", headers=admin)).status_code == 204
+    transaction = f"/api/admin/transactions/{ids['held_transaction']}"
+    flag = f"/api/admin/flags/{ids['fraud_flag']}"
+    loan = f"/api/admin/loans/{ids['loan_approval']}"
+    attempts = [
+        (f"{transaction}/approve", {"reason": "mine"}),
+        (f"{transaction}/reject", {"reason": "mine"}),
+        (f"{flag}/assign", None),
+        (f"{flag}/resolve", {"decision": "legitimate", "note": "mine"}),
+        (f"{loan}/approve", {"reason": "mine"}),
+        (f"{loan}/reject", {"reason": "mine"}),
+        (f"/api/admin/inbox/held_transaction:{ids['held_transaction']}/take", None),
+        (f"/api/admin/inbox/fraud_flag:{ids['fraud_flag']}/take", None),
+        (f"/api/admin/inbox/loan_approval:{ids['loan_approval']}/take", None),
+    ]
+    for url, body in attempts:
+        problem(await bank.client.post(url, json=body, headers=admin), 403, "conflict_of_interest")
+    refused = [
+        r
+        for r in await audit_records(app.state.database)
+        if r.outcome == "failed" and r.actor_id == me
+    ]
+    assert [r.action for r in refused] == [
+        "transaction.approve",
+        "transaction.reject",
+        "fraud.flag_assigned",
+        "fraud.flag_resolved",
+        "loan.approve",
+        "loan.reject",
+        "inbox.take_over",
+        "inbox.take_over",
+        "inbox.take_over",
+    ]
+    assert {r.details["code"] for r in refused} == {"conflict_of_interest"}
+    # Nothing changed: every item still waits, and another admin decides them.
+    waiting = {(i["kind"], i["entity_id"], i["assigned_to"]) for i in await inbox(bank, other)}
+    assert {
+        ("held_transaction", ids["held_transaction"], None),
+        ("fraud_flag", ids["fraud_flag"], None),
+        ("loan_approval", ids["loan_approval"], None),
+    } <= waiting
+    approved = await bank.client.post(f"{transaction}/approve", json={}, headers=other)
+    assert approved.status_code == 200 and approved.json()["status"] == "completed"
+    resolved = await bank.client.post(
+        f"{flag}/resolve", json={"decision": "legitimate", "note": "checked"}, headers=other
+    )
+    assert resolved.status_code == 200 and resolved.json()["status"] == "resolved"

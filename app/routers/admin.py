@@ -435,7 +435,8 @@ async def get_flag(flag_id: FlagId, principal: AdminUser, db: DbSession) -> Flag
 )
 async def assign_flag(flag_id: FlagId, principal: AdminUser, db: DbSession) -> FlagOut:
     """Assign an open flag to the calling admin, taking it over from whoever had it (audited
-    with the previous assignee). A resolved flag is 409 `already_decided`. Admins only."""
+    with the previous assignee). A resolved flag is 409 `already_decided`; an admin linked
+    to the flag's customer → 403 `conflict_of_interest` (audited as failed). Admins only."""
     return FlagOut.model_validate(await fraud.assign(db, principal=principal, flag_id=flag_id))
 
 
@@ -451,7 +452,8 @@ async def resolve_flag(
 ) -> FlagOut:
     """Resolve an open flag with a decision and a note (audited). `fraud` freezes the flag's
     source account in the same transaction. The customer's next hit of the same rule opens
-    a new flag. A resolved flag is 409 `already_decided`. Admins only."""
+    a new flag. A resolved flag is 409 `already_decided`; an admin linked to the flag's
+    customer → 403 `conflict_of_interest` (audited as failed). Admins only."""
     flag = await fraud.resolve(
         db, principal=principal, flag_id=flag_id, decision=body.decision, note=body.note
     )
@@ -522,7 +524,8 @@ async def approve_held(
     money and the hold is released, in one transaction (audited, with the reason if given).
     Decided already (or expired) → 409 `already_decided`; a source or destination frozen or
     closed meanwhile → 409 `account_not_active`; one on the block list → 422
-    `blocked_counterparty`. Admins only."""
+    `blocked_counterparty`; an admin linked to the customer who made it → 403
+    `conflict_of_interest` (audited as failed). Admins only."""
     view = await holds.decide(
         database,
         transaction_id=transaction_id,
@@ -548,7 +551,8 @@ async def reject_held(
 ) -> HeldTransactionOut:
     """Reject a `pending_review` transaction with a reason: it becomes `rejected`, the hold is
     released and its amount no longer counts toward the customer's daily limit (audited).
-    Decided already (or expired) → 409 `already_decided`. Admins only."""
+    Decided already (or expired) → 409 `already_decided`; an admin linked to the customer
+    who made it → 403 `conflict_of_interest` (audited as failed). Admins only."""
     view = await holds.decide(
         database,
         transaction_id=transaction_id,

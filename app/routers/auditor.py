@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
 
+from app.db import Database
 from app.deps import AuditReader, DatabaseDep, DbSession, SettingsDep
 from app.errors import ValidationFailed
 from app.money import Amount
@@ -292,22 +293,25 @@ async def export(
     checks it offline: the signature, each record's hash and each link. Auditors and
     admins; read-only."""
     filters = audit.LogFilter(since=day_start(from_), until=day_start(to, next_day=True))
-    records = [
-        AuditRecordOut.model_validate(r).model_dump(mode="json")
-        async for batch in audit.stream_records(database, filters=filters)
-        for r in batch
-    ]
-    body = checkpoints_service.export_lines(records)
     signer = checkpoints_service.Signer.of(settings)
-    return Response(
-        body,
+    spooled = await checkpoints_service.spool_export(_export_batches(database, filters), signer)
+    return StreamingResponse(
+        spooled.pieces(),
         media_type="application/x-ndjson",
         headers={
-            "Audit-Signature": signer.sign(body),
+            "Audit-Signature": spooled.signature,
             "Audit-Key-Id": signer.key_id,
+            "Content-Length": str(spooled.size),
             "Content-Disposition": 'attachment; filename="audit-export.ndjson"',
         },
     )
+
+
+async def _export_batches(
+    database: Database, filters: audit.LogFilter
+) -> AsyncIterator[list[dict[str, Any]]]:
+    async for batch in audit.stream_records(database, filters=filters):
+        yield [AuditRecordOut.model_validate(r).model_dump(mode="json") for r in batch]
 
 
 @router.get(

@@ -19,9 +19,12 @@ import asyncio
 import base64
 import hashlib
 import logging
+import mmap
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 import orjson
 from cryptography.exceptions import InvalidSignature
@@ -54,7 +57,7 @@ class Signer:
         private = Ed25519PrivateKey.from_private_bytes(seed)
         return cls(private, key_id(private.public_key()))
 
-    def sign(self, message: bytes) -> str:
+    def sign(self, message: bytes | mmap.mmap) -> str:
         return base64.b64encode(self.private.sign(message)).decode()
 
     @property
@@ -203,9 +206,78 @@ async def verify_against(
 # --- signed exports ------------------------------------------------------------------
 
 
+EXPORT_CHUNK = 1 << 20  # bytes sent per piece of a spooled export
+
+
 def export_lines(records: list[dict[str, Any]]) -> bytes:
     """One record per line, as JSON (keys sorted), each line ending in a newline."""
     return b"".join(orjson.dumps(r, option=CANONICAL) + b"\n" for r in records)
+
+
+def mapped(file: IO[bytes]) -> bytes | mmap.mmap:
+    """A whole file as a read-only buffer without reading it into memory (an empty file
+    cannot be mapped: its bytes are b"")."""
+    file.flush()
+    if file.seek(0, 2) == 0:
+        return b""
+    return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+@dataclass(slots=True)
+class SpooledExport:
+    """An export written to an anonymous temporary file (gone when closed, or if the process
+    dies) and signed there: its size in memory is a batch of records and a piece of the
+    file, whatever the period."""
+
+    file: IO[bytes]
+    size: int
+    signature: str
+
+    async def pieces(self) -> AsyncIterator[bytes]:
+        """The file, a piece at a time; closed when sent (or the download is dropped)."""
+        try:
+            self.file.seek(0)
+            while piece := await asyncio.to_thread(self.file.read, EXPORT_CHUNK):
+                yield piece
+        finally:
+            self.file.close()
+
+
+async def spool_export(
+    batches: AsyncIterator[list[dict[str, Any]]], signer: Signer
+) -> SpooledExport:
+    """Write the records as JSON lines to a temporary file, batch by batch, then sign its
+    exact bytes (Ed25519 reads the message twice: the file is mapped, not loaded), off the
+    event loop."""
+    file = tempfile.TemporaryFile()  # noqa: SIM115 - SpooledExport.pieces closes it
+    try:
+        size = 0
+        async for records in batches:
+            size += file.write(export_lines(records))
+        signature = await asyncio.to_thread(_sign_file, signer, file)
+    except BaseException:
+        file.close()
+        raise
+    return SpooledExport(file, size, signature)
+
+
+def _sign_file(signer: Signer, file: IO[bytes]) -> str:
+    body = mapped(file)
+    try:
+        return signer.sign(body)
+    finally:
+        if isinstance(body, mmap.mmap):
+            body.close()
+
+
+def _lines(body: bytes | mmap.mmap) -> Iterator[bytes]:
+    start, end = 0, len(body)
+    while start < end:
+        stop = body.find(b"\n", start)
+        stop = end if stop == -1 else stop
+        if stop > start:
+            yield body[start:stop]
+        start = stop + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,17 +287,21 @@ class ExportReport:
     problems: list[str]
 
 
-def verify_export(public: Ed25519PublicKey, body: bytes, signature: str) -> ExportReport:
+def verify_export(
+    public: Ed25519PublicKey, body: bytes | mmap.mmap, signature: str
+) -> ExportReport:
     """An export checked offline: the signature over its exact bytes, then each record's
-    hash recomputed and each link to the record before it within the export."""
+    hash recomputed and each link to the record before it within the export (a record at
+    a time: `body` may be a mapped file)."""
     from app.store.audit import compute_hash
 
     if not verify_signature(public, body, signature):
         return ExportReport(False, 0, ["the signature does not hold over these bytes"])
     problems: list[str] = []
     prev: dict[str, Any] | None = None
-    lines = [line for line in body.split(b"\n") if line]
-    for line in lines:
+    count = 0
+    for line in _lines(body):
+        count += 1
         record = orjson.loads(line)
         fields = {
             k: record[k]
@@ -258,4 +334,4 @@ def verify_export(public: Ed25519PublicKey, body: bytes, signature: str) -> Expo
         ):
             problems.append(f"record {record['seq']}: it does not follow record {prev['seq']}")
         prev = record
-    return ExportReport(not problems, len(lines), problems)
+    return ExportReport(not problems, count, problems)

@@ -40,7 +40,7 @@ from app.models import (
 )
 from app.schemas.common import day_start
 from app.security import Principal
-from app.services import accounts, audit, blocks
+from app.services import accounts, audit, blocks, staff
 from app.services.audit import Actor
 from app.services.customers import national_id_hmac
 from app.services.ledger import TransactionView
@@ -203,10 +203,16 @@ async def flag_detail(db: AsyncSession, flag_id: str) -> dict[str, Any]:
 @retry_on_conflict
 async def assign(db: AsyncSession, *, principal: Principal, flag_id: str) -> dict[str, Any]:
     """Assign an open flag to the calling admin (taking it over from whoever had it)."""
+    async with audit.denials_recorded(db, actor=Actor.of(principal), action="fraud.flag_assigned"):
+        return await _assign(db, principal, flag_id)
+
+
+async def _assign(db: AsyncSession, principal: Principal, flag_id: str) -> dict[str, Any]:
     async with unit_of_work(db) as tx:
         flag = await _flag(db, flag_id, lock=True)
         if flag.status != FlagStatus.open:
             raise AlreadyDecided(f"Flag {flag_id} is already resolved.")
+        await staff.check_not_linked(db, principal.user_id, flag.customer_id, f"Flag {flag.id}")
         previous = flag.assigned_to
         flag.assigned_to = principal.user_id
         flag.updated_at = datetime.now(UTC)
@@ -227,11 +233,20 @@ async def resolve(
     db: AsyncSession, *, principal: Principal, flag_id: str, decision: str, note: str
 ) -> dict[str, Any]:
     """Resolve an open flag: `legitimate`, or `fraud`, which freezes the source account in
-    the same transaction. Its rule keys close with it, so the next hit opens a new flag."""
+    the same transaction. Its rule keys close with it, so the next hit opens a new flag.
+    An admin linked to the flag's customer is refused (audited)."""
+    async with audit.denials_recorded(db, actor=Actor.of(principal), action="fraud.flag_resolved"):
+        return await _resolve(db, principal, flag_id, decision, note)
+
+
+async def _resolve(
+    db: AsyncSession, principal: Principal, flag_id: str, decision: str, note: str
+) -> dict[str, Any]:
     async with unit_of_work(db) as tx:
         flag = await _flag(db, flag_id, lock=True)
         if flag.status != FlagStatus.open:
             raise AlreadyDecided(f"Flag {flag_id} was already resolved ({flag.decision}).")
+        await staff.check_not_linked(db, principal.user_id, flag.customer_id, f"Flag {flag.id}")
         now = datetime.now(UTC)
         flag.status = FlagStatus.resolved
         flag.decision = decision

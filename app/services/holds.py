@@ -21,7 +21,7 @@ from app.errors import AccountNotFound, AlreadyDecided, TransactionNotFound, Val
 from app.models import Account, Hold, HoldStatus, Journal, JournalKind, JournalStatus
 from app.money import format_amount
 from app.schemas.common import iso_utc
-from app.services import accounts, audit
+from app.services import accounts, audit, staff
 from app.services.audit import SYSTEM, Actor
 from app.services.ledger import CASH, HOLDS, TransactionView, check_not_blocked
 from app.services.pagination import Slice, decode_cursor, read_limit, slice_of
@@ -66,13 +66,25 @@ async def decide(
     actor: Actor,
     reason: str | None,
 ) -> HeldView:
-    """An admin's decision on a held transaction; the transaction as it is now."""
+    """An admin's decision on a held transaction; the transaction as it is now. An admin
+    linked to the customer who made it is refused (403 `conflict_of_interest`, audited):
+    whose movement it is never changes, so that is read before the money transaction."""
     journal_id = _journal_id(transaction_id)
 
     async def work(tx: Tx) -> None:
         await decide_in(tx, journal_id, approve=approve, actor=actor, reason=reason)
 
-    await money_transaction(database, work)
+    action = "transaction.approve" if approve else "transaction.reject"
+    async with audit.denials_recorded(database, actor=actor, action=action):
+        if actor.id is not None and actor.id.isdigit():
+            async with database.session() as db:
+                customer_id = await db.scalar(
+                    select(Hold.customer_id).where(Hold.journal_id == journal_id)
+                )
+                await staff.check_not_linked(
+                    db, int(actor.id), customer_id, f"Transaction {journal_id}"
+                )
+        await money_transaction(database, work)
     async with database.session() as db:
         return await get_held(db, transaction_id)
 

@@ -25,7 +25,6 @@ from app import store
 from app.db import Tx, database_of, retry_on_conflict, unit_of_work
 from app.errors import (
     AlreadyDecided,
-    ConflictOfInterest,
     LoanNotFound,
     SameApprover,
     ValidationFailed,
@@ -40,7 +39,6 @@ from app.models import (
     LoanApproval,
     LoanStatus,
     Recommendation,
-    User,
 )
 from app.money import format_amount
 from app.schemas.common import iso_utc
@@ -52,6 +50,7 @@ from app.services import (
     idempotency,
     inbox,
     loan_ledger,
+    staff,
 )
 from app.services.audit import Actor
 from app.services.loan_products import Catalog
@@ -225,17 +224,6 @@ async def apply(
             if key is not None:
                 await store.store_answer(tx, key, 201, orjson.dumps(body))
     return Applied(body)
-
-
-async def check_not_linked(
-    db: AsyncSession, principal: Principal, customer_id: int | None, what: str
-) -> None:
-    """No admin decides anything of the customer their own user is linked to."""
-    linked = await db.scalar(select(User.linked_customer_id).where(User.id == principal.user_id))
-    if linked is not None and linked == customer_id:
-        raise ConflictOfInterest(
-            f"{what} is of the customer your own user is linked to: another admin decides it."
-        )
 
 
 async def lock_caller(tx: Tx, principal: Principal, key: store.IdempotencyKey | None) -> Any:
@@ -424,7 +412,7 @@ async def _decide(
         loan = await lock_loan(db, found.id)  # whoever locks it first decides
         if loan.status != LoanStatus.pending:
             raise AlreadyDecided(f"Loan {loan.id} was already decided ({loan.status}).")
-        await check_not_linked(db, principal, loan.customer_id, f"Loan {loan.id}")
+        await staff.check_not_linked(db, principal.user_id, loan.customer_id, f"Loan {loan.id}")
         if approve:
             accounts.check_can_transact(standing)
         admin_id = principal.user_id

@@ -12,7 +12,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import read_snapshot
+from app.db import database_of, read_snapshot
+from app.errors import InstantInFuture
 from app.models import (
     Account,
     AccountKind,
@@ -28,6 +29,7 @@ from app.models import (
     OutgoingMinute,
 )
 from app.money import format_amount
+from app.schemas.common import iso_utc
 from app.services.loan_ledger import LOAN_INTEREST, LOANS
 from app.services.pagination import decode_cursor, read_limit, slice_of
 
@@ -294,9 +296,22 @@ def _balance_at(at: datetime) -> Any:
     )
 
 
+def check_past(db: AsyncSession, at: datetime) -> None:
+    """Books at an instant are what its entries say, so only an instant that has happened
+    has them: a later one would answer today's figures, which change before then (422
+    `at_in_future`, on the database's clock)."""
+    now = database_of(db).clock()
+    if at > now:
+        raise InstantInFuture(
+            f"The books at {iso_utc(at)} are not written yet: it is {iso_utc(now)} now.",
+            field="at",
+        )
+
+
 async def books_at(db: AsyncSession, *, at: datetime, cursor: str | None, limit: int) -> BooksAt:
     """The accounts (a page of them, by id) with their balance at `at`, and the trial
     balance of every account then, read in one snapshot."""
+    check_past(db, at)
     await read_snapshot(db)
     balance = func.coalesce(_balance_at(at), 0)
     opened = Account.opened_at <= at
@@ -359,6 +374,7 @@ async def books_at(db: AsyncSession, *, at: datetime, cursor: str | None, limit:
 async def account_at(db: AsyncSession, account: Account, at: datetime) -> tuple[int, int]:
     """An account's balance at `at` (its last entry by then) and what was held on it then
     (holds placed by then and not decided by then)."""
+    check_past(db, at)
     balance = await db.scalar(select(_balance_at(at)).where(Account.id == account.id))
     held = await db.scalar(
         select(func.coalesce(func.sum(Hold.amount), 0)).where(

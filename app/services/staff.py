@@ -9,7 +9,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import end_reads, retry_on_conflict, unit_of_work
-from app.errors import AlreadyDecided, CannotDisableSelf, StaffNotFound, UsernameTaken
+from app.errors import (
+    AlreadyDecided,
+    CannotDisableSelf,
+    ConflictOfInterest,
+    StaffNotFound,
+    UsernameTaken,
+)
 from app.models import Role, User
 from app.passwords import check_password_policy
 from app.security import Principal, Security
@@ -18,6 +24,19 @@ from app.services.audit import Actor
 from app.services.auth import end_sessions
 from app.services.customers import check_unique
 from app.services.pagination import Slice, decode_cursor, read_limit, slice_of
+
+
+async def check_not_linked(
+    db: AsyncSession, user_id: int, customer_id: int | None, what: str
+) -> None:
+    """No admin decides anything of the customer their own user is linked to
+    (`users.linked_customer_id`): loans, KYC, suspension, held transactions, fraud flags,
+    inbox take-overs. 403 `conflict_of_interest`, audited as a failed attempt."""
+    linked = await db.scalar(select(User.linked_customer_id).where(User.id == user_id))
+    if linked is not None and linked == customer_id:
+        raise ConflictOfInterest(
+            f"{what} is of the customer your own user is linked to: another admin decides it."
+        )
 
 
 async def create_staff(

@@ -248,8 +248,11 @@ def verify(
         str | None, typer.Option(help="The export's Audit-Signature header (base64)")
     ] = None,
     public_key: Annotated[
-        Path | None,
-        typer.Option(help="The signing public key, PEM (default: this server's own)"),
+        list[Path] | None,
+        typer.Option(
+            help="A signing public key, PEM; repeat for keys used before a rotation"
+            " (default: this server's own, and for --checkpoints every key it has signed with)"
+        ),
     ] = None,
 ) -> None:
     """Recompute the audit hash chain and the ledger; with --checkpoints, check the chain
@@ -260,18 +263,16 @@ def verify(
     from app.services import audit, reconciliation
     from app.services import checkpoints as signed
 
-    def key() -> Any:
-        if public_key is not None:
-            return signed.load_public_key(public_key.read_text())
-        return signed.Signer.of(load_settings()).private.public_key()
+    given = signed.key_ring([p.read_text() for p in public_key]) if public_key else None
 
     if export is not None:
         if signature is None:
             typer.echo("error: --export needs --signature", err=True)
             raise typer.Exit(2)
+        ring = given or signed.key_ring([signed.Signer.of(load_settings()).public_pem])
         with export.open("rb") as file:
             body = signed.mapped(file)  # an export of a year is not read into memory
-            report = signed.verify_export(key(), body, signature.strip())
+            report = signed.verify_export_with(ring, body, signature.strip())
         typer.echo(f"export: {report.records} records, {'valid' if report.valid else 'INVALID'}")
         for problem in report.problems:
             typer.echo(f"  {problem}", err=True)
@@ -282,10 +283,16 @@ def verify(
         data = json.loads(checkpoints.read_text())
         kept = data["items"] if isinstance(data, dict) else data
 
-    async def run(db, _security, _settings, _database):  # type: ignore[no-untyped-def]
+    async def run(db, _security, settings, _database):  # type: ignore[no-untyped-def]
         chain = await audit.verify_chain(db)
         books = await reconciliation.verify_ledger(db)
-        against = await signed.verify_against(db, key(), kept) if kept else None
+        against = None
+        if kept:
+            ring = given
+            if ring is None:
+                known = await signed.known_keys(db, signed.Signer.of(settings))
+                ring = signed.key_ring([k["public_key"] for k in known])
+            against = await signed.verify_against(db, ring, kept)
         return chain, books, against
 
     chain, books, against = asyncio.run(_with_session(run))
@@ -395,6 +402,26 @@ def loans_accrue() -> None:
     done = asyncio.run(_with_session(run))
     posted = sum(1 for d in done if d.posted)
     typer.echo(f"{len(done)} active loans caught up; {posted} with postings")
+
+
+jobs_cli = typer.Typer(help="Background jobs.", no_args_is_help=True)
+cli.add_typer(jobs_cli, name="jobs")
+
+
+@jobs_cli.command("retry")
+def jobs_retry(
+    kind: Annotated[
+        str | None, typer.Option(help="Only jobs of this kind (kyc.check, hold.expire, …)")
+    ] = None,
+) -> None:
+    """Queue every job that gave up after its attempts (`failed`) again, due now: after the
+    outage that failed them is over. A running server runs them within seconds."""
+    from app.services.jobs import retry_failed
+
+    async def run(_db, _security, _settings, database):  # type: ignore[no-untyped-def]
+        return await retry_failed(database, kind)
+
+    typer.echo(f"{asyncio.run(_with_session(run))} failed jobs queued again")
 
 
 def main() -> None:

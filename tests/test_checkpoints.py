@@ -29,9 +29,12 @@ def _env(settings: Any) -> dict[str, str]:
     }
 
 
-async def _bank(settings: Any, *args: str) -> Any:
+async def _bank(settings: Any, *args: str, signing_key: str | None = None) -> Any:
     runner = CliRunner()
-    return await asyncio.to_thread(runner.invoke, cli, list(args), env=_env(settings))
+    env = _env(settings)
+    if signing_key is not None:
+        env["BANK_AUDIT_SIGNING_KEY"] = signing_key
+    return await asyncio.to_thread(runner.invoke, cli, list(args), env=env)
 
 
 async def _kept(bank: Bank, auditor: dict[str, str], path: Path) -> list[dict[str, Any]]:
@@ -123,6 +126,54 @@ async def test_a_rewritten_tail_is_caught_by_the_kept_copy(bank, database, setti
     (tmp_path / "forged.json").write_text(json.dumps(forged))
     bad = await _bank(settings, "verify", "--checkpoints", str(tmp_path / "forged.json"))
     assert "the signature does not hold" in bad.output
+
+
+async def test_checkpoints_signed_before_a_key_rotation_still_verify(bank, settings, tmp_path):
+    """The signing key is rotated (BANK_AUDIT_SIGNING_KEY changed): each checkpoint is
+    checked with the key it names, every key that has signed is kept with its public half
+    (GET /api/audit/checkpoints/keys), and a key the auditor did not give is named."""
+    await bank.customer()
+    assert (await _bank(settings, "audit", "checkpoint")).exit_code == 0
+    rotated = "another-signing-secret-" + "x" * 32
+    await bank.customer()
+    made = await _bank(settings, "audit", "checkpoint", signing_key=rotated)
+    assert made.exit_code == 0 and "signed checkpoint" in made.output, made.output
+    auditor = await bank.staff("auditor")
+    kept = await _kept(bank, auditor, tmp_path / "kept.json")
+    old_key, new_key = kept[0]["key_id"], kept[-1]["key_id"]
+    assert old_key != new_key
+    keys = (await bank.client.get("/api/audit/checkpoints/keys", headers=auditor)).json()["items"]
+    assert [k["key_id"] for k in keys] == [old_key, new_key]
+    assert [k["current"] for k in keys] == [True, False]  # this app still signs with the first
+    for k in keys:
+        (tmp_path / f"{k['key_id']}.pem").write_text(k["public_key"])
+    both = await _bank(
+        settings, "verify", "--checkpoints", str(tmp_path / "kept.json"), signing_key=rotated
+    )
+    assert both.exit_code == 0 and f"checkpoints: {len(kept)} checked, all hold" in both.output, (
+        both.output
+    )
+    only_new = await _bank(
+        settings,
+        "verify",
+        "--checkpoints",
+        str(tmp_path / "kept.json"),
+        "--public-key",
+        str(tmp_path / f"{new_key}.pem"),
+    )
+    assert only_new.exit_code == 1
+    assert f"signed by key {old_key}, which is not among the keys given" in only_new.output
+    pinned = await _bank(
+        settings,
+        "verify",
+        "--checkpoints",
+        str(tmp_path / "kept.json"),
+        "--public-key",
+        str(tmp_path / f"{old_key}.pem"),
+        "--public-key",
+        str(tmp_path / f"{new_key}.pem"),
+    )
+    assert pinned.exit_code == 0 and "all hold" in pinned.output, pinned.output
 
 
 async def test_a_signed_export_is_checked_offline(bank, settings, tmp_path):

@@ -100,3 +100,17 @@ async def test_demo_creates_staff_and_an_active_customer_once(bank, database, se
     assert second.exit_code == 0, second.output
     assert await count(database, User) == 3
     assert f"checking account: {account['account_number']}" in second.output
+
+
+async def test_jobs_retry_queues_the_jobs_that_gave_up_again(bank, database, settings):
+    """After an outage outlasted a job's retries: `bank jobs retry [--kind K]`."""
+    from app.models import Job
+    from tests.helpers import execute
+
+    await bank.customer()  # its KYC check is a job
+    await execute(database, "UPDATE jobs SET status = 'failed', attempts = 20")
+    other = await _bank(settings, "jobs", "retry", "--kind", "hold.expire")
+    assert other.exit_code == 0 and "0 failed jobs queued again" in other.output, other.output
+    retried = await _bank(settings, "jobs", "retry", "--kind", "kyc.check")
+    assert retried.exit_code == 0 and "1 failed jobs queued again" in retried.output
+    assert await count(database, Job, Job.status == "queued") == 1

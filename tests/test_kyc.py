@@ -223,7 +223,12 @@ async def test_a_failing_job_is_retried_later_then_given_up(app, database, monke
             id=registration.job_id,
         )
         assert not await jobs.run_job(database, registration.job_id)
-        assert (await _job(database, registration.job_id)).attempts == attempt
+        job = await _job(database, registration.job_id)
+        assert job.attempts == attempt
+        if attempt < jobs.MAX_ATTEMPTS:  # backing off, at most an hour apart
+            wait = job.run_after - datetime.now(UTC)
+            assert timedelta(0) < wait <= timedelta(seconds=jobs.MAX_BACKOFF_SECONDS)
+    assert jobs.MAX_ATTEMPTS >= 20  # nine hours of retries: outlasts an outage
     job = await _job(database, registration.job_id)
     assert job.status == "failed" and job.finished_at is not None
     # The failed attempts changed nothing and audited nothing.
@@ -231,6 +236,14 @@ async def test_a_failing_job_is_retried_later_then_given_up(app, database, monke
         "Pending KYC Approval"
     )
     assert await audit_records(database, "kyc.check") == []
+    # The outage is over: `bank jobs retry` queues it again and it runs, once.
+    monkeypatch.undo()
+    assert await jobs.retry_failed(database, JobKind.hold_expiry) == 0  # another kind
+    assert await jobs.retry_failed(database, JobKind.kyc_check) == 1
+    assert await jobs.sweep(database) == 1
+    assert (await _job(database, registration.job_id)).status == "done"
+    assert len(await audit_records(database, "kyc.check")) == 1
+    assert await jobs.retry_failed(database) == 0
 
 
 async def test_runners_that_both_hold_a_claim_still_run_the_job_once(app, database, monkeypatch):

@@ -626,3 +626,41 @@ async def test_a_tiny_income_declines_instead_of_overflowing(bank):
     admin = await bank.staff()
     detail = (await bank.client.get(f"/api/admin/loans/{loan['loan_id']}", headers=admin)).json()
     assert (detail["recommendation"], detail["dti"]) == ("decline", "9999.99")
+
+
+async def test_a_loan_whose_accrual_job_gave_up_is_chained_again(bank, app, database, monkeypatch):
+    """An accrual job that failed all its attempts (an outage longer than its retries)
+    broke the loan's chain of daily jobs: `bank loans accrue` catches the loan up and
+    queues that job again, so the next midnight runs; `bank jobs retry` after it finds
+    nothing more to add (one chain per loan)."""
+    await active_loan(bank, app, on=date(2027, 1, 15), funds="0.00")
+
+    async def broken(db, tx, payload):
+        raise RuntimeError("database restarting")
+
+    monkeypatch.setitem(jobs.HANDLERS, "loan.accrue", broken)
+    move_clock(app, date(2027, 1, 16))
+    for _ in range(jobs.MAX_ATTEMPTS):
+        await execute(database, "UPDATE jobs SET run_after = :t", t=at(date(2027, 1, 16), 0))
+        await jobs.sweep(database)
+    counts = "SELECT status, COUNT(*) FROM jobs WHERE kind = 'loan.accrue' GROUP BY status"
+    assert {s: int(n) for s, n in (await _rows(app, counts))} == {"failed": 1}
+    monkeypatch.undo()
+    move_clock(app, date(2027, 1, 20))
+    assert await jobs.sweep(database) == 0  # nothing waits: the chain is broken
+    (done,) = await accrual.accrue_all(database)
+    daily = round(1_000_000 * 0.1199 / 365)
+    assert done.posted and await bank_balance(app, "interest_income") == 5 * daily
+    assert {s: int(n) for s, n in (await _rows(app, counts))} == {"queued": 1}
+    assert await jobs.retry_failed(database) == 0
+    move_clock(app, date(2027, 1, 22))
+    assert await jobs.sweep(database) == 1  # the chain runs again, by itself
+    assert await bank_balance(app, "interest_income") == 7 * daily
+    assert {s: int(n) for s, n in (await _rows(app, counts))} == {"done": 1, "queued": 1}
+
+
+async def _rows(app: Any, sql: str) -> list[Any]:
+    from sqlalchemy import text
+
+    async with app.state.database.session() as db:
+        return list((await db.execute(text(sql))).all())

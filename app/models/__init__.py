@@ -1,6 +1,6 @@
 """Every table, imported here so Alembic and the services see one metadata."""
 
-from app.models.audit import AuditCheckpoint, AuditRecord
+from app.models.audit import AuditCheckpoint, AuditRecord, AuditSigningKey
 from app.models.base import Base
 from app.models.customer import Customer, CustomerStatus, KycDocument, KycStatus
 from app.models.fraud import (
@@ -48,6 +48,7 @@ __all__ = [
     "AccountStatus",
     "AuditCheckpoint",
     "AuditRecord",
+    "AuditSigningKey",
     "Base",
     "Customer",
     "CustomerStatus",

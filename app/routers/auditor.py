@@ -20,6 +20,8 @@ from app.schemas.audit import (
     AuditRecordOut,
     ChainVerificationOut,
     CheckpointOut,
+    KnownKeyOut,
+    KnownKeysOut,
     SigningKeyOut,
     SummaryOut,
 )
@@ -265,6 +267,24 @@ async def signing_key(principal: AuditReader, settings: SettingsDep) -> SigningK
     Auditors and admins."""
     signer = checkpoints_service.Signer.of(settings)
     return SigningKeyOut(key_id=signer.key_id, public_key=signer.public_pem)
+
+
+@router.get(
+    "/checkpoints/keys",
+    response_model=KnownKeysOut,
+    summary="Every key that has signed checkpoints, and the current one",
+    responses=problem_responses(401, 403),
+)
+async def signing_keys(
+    principal: AuditReader, db: DbSession, settings: SettingsDep
+) -> KnownKeysOut:
+    """Every Ed25519 public key (PEM) that has signed a checkpoint, oldest first, and the
+    one signing now (`current`): after `BANK_AUDIT_SIGNING_KEY` is rotated, checkpoints
+    signed before are checked with the key they name (`key_id`). Keep a copy with the
+    checkpoints; `bank verify --checkpoints FILE --public-key PEM …` takes them. Auditors and
+    admins."""
+    known = await checkpoints_service.known_keys(db, checkpoints_service.Signer.of(settings))
+    return KnownKeysOut(items=[KnownKeyOut.model_validate(k) for k in known])
 
 
 @router.get(

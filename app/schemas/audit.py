@@ -45,6 +45,17 @@ class SigningKeyOut(Schema):
     public_key: str = Field(description="PEM (SubjectPublicKeyInfo)")
 
 
+class KnownKeyOut(SigningKeyOut):
+    first_used_at: str | None = Field(
+        description="When it first signed a checkpoint (null: the current key, not used yet)"
+    )
+    current: bool = Field(description="The key signing checkpoints and exports now")
+
+
+class KnownKeysOut(Schema):
+    items: list[KnownKeyOut]
+
+
 class MovementsOut(Schema):
     type: str
     status: str

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import store
-from app.db import Database, Tx, database_of, retry_on_conflict, unit_of_work
-from app.models import Account, JobKind, Loan, LoanStatus
+from app.db import Database, Tx, database_of, end_reads, retry_on_conflict, unit_of_work
+from app.models import Account, Job, JobKind, Loan, LoanStatus
 from app.money import format_amount
 from app.services import audit, loan_book, loan_ledger, loan_views, loans
 from app.services.audit import SYSTEM
@@ -82,11 +82,47 @@ async def _catch_up_one(database: Database, loan_id: int, today: date) -> Accrue
 
 async def accrue_all(database: Database) -> list[Accrued]:
     """Every active loan caught up to today, each in its own transaction (`bank loans
-    accrue`; the jobs do the same loan by loan)."""
+    accrue`; the jobs do the same loan by loan), and a loan whose chain of jobs was broken
+    (its job gave up) given its next one again."""
     today = loan_views.today_of(database)
     async with database.session() as db:
         ids = list(
             (await db.scalars(select(Loan.id).where(Loan.status == LoanStatus.active))).all()
         )
     done = [await _catch_up_one(database, loan_id, today) for loan_id in ids]
+    await _requeue_missing(database, [d.loan_id for d in done if d is not None], today)
     return [d for d in done if d is not None]
+
+
+async def _requeue_missing(database: Database, loan_ids: list[int], today: date) -> None:
+    """Give each of `loan_ids` that has no accrual job waiting its next one: its job that
+    gave up queued again if there is one (so `bank jobs retry` after this finds nothing to
+    add, and the other way round: one chain per loan), else a new one."""
+    async with database.session() as db:
+        rows = (
+            await db.execute(
+                select(Job.id, Job.status, Job.payload).where(
+                    Job.kind == JobKind.loan_accrual,
+                    Job.status.in_(("queued", "running", "failed")),
+                )
+            )
+        ).all()
+        chained = {int(p["loan_id"]) for _, status, p in rows if status != "failed"}
+        gave_up = {int(p["loan_id"]): job_id for job_id, status, p in rows if status == "failed"}
+        missing = [loan_id for loan_id in loan_ids if loan_id not in chained]
+        await end_reads(db)
+        if not missing:
+            return
+        due = loan_views.next_midnight(today)
+        async with unit_of_work(db) as tx:
+            for loan_id in missing:
+                if loan_id in gave_up:
+                    await db.execute(
+                        update(Job)
+                        .where(Job.id == gave_up[loan_id], Job.status == "failed")
+                        .values(status="queued", attempts=0, run_after=due, finished_at=None)
+                    )
+                else:
+                    await store.enqueue_job(
+                        tx, JobKind.loan_accrual, {"loan_id": loan_id}, run_after=due
+                    )

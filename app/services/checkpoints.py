@@ -35,7 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database, end_reads, unit_of_work
-from app.models import AuditCheckpoint, AuditRecord
+from app.models import AuditCheckpoint, AuditRecord, AuditSigningKey
 from app.schemas.common import iso_utc
 from app.settings import Settings
 from app.store.audit import CANONICAL
@@ -127,6 +127,7 @@ async def make_checkpoint(
     )
     if not due:
         return None
+    await register_key(db, signer)
     checkpoint = AuditCheckpoint(
         seq=head.seq,
         hash=head.hash,
@@ -140,6 +141,61 @@ async def make_checkpoint(
     except IntegrityError:
         return None  # another process signed this head first
     return checkpoint
+
+
+async def register_key(db: AsyncSession, signer: Signer) -> None:
+    """Keep the public half of the key about to sign, once (several processes may try)."""
+    if await db.get(AuditSigningKey, signer.key_id) is not None:
+        await end_reads(db)
+        return
+    await end_reads(db)
+    try:
+        async with unit_of_work(db):
+            db.add(
+                AuditSigningKey(
+                    key_id=signer.key_id,
+                    public_key=signer.public_pem,
+                    first_used_at=datetime.now(UTC),
+                )
+            )
+    except IntegrityError:
+        pass  # another process kept it first
+
+
+async def known_keys(db: AsyncSession, signer: Signer | None) -> list[dict[str, Any]]:
+    """Every key that has signed a checkpoint, oldest first, and the current one (which
+    may not have signed yet), each marked `current` or not."""
+    stored = (
+        await db.scalars(select(AuditSigningKey).order_by(AuditSigningKey.first_used_at))
+    ).all()
+    keys = [
+        {
+            "key_id": k.key_id,
+            "public_key": k.public_key,
+            "first_used_at": iso_utc(k.first_used_at),
+            "current": signer is not None and k.key_id == signer.key_id,
+        }
+        for k in stored
+    ]
+    if signer is not None and all(k["key_id"] != signer.key_id for k in keys):
+        keys.append(
+            {
+                "key_id": signer.key_id,
+                "public_key": signer.public_pem,
+                "first_used_at": None,
+                "current": True,
+            }
+        )
+    return keys
+
+
+def key_ring(pems: list[str]) -> dict[str, Ed25519PublicKey]:
+    """Public keys by id."""
+    ring = {}
+    for pem in pems:
+        public = load_public_key(pem)
+        ring[key_id(public)] = public
+    return ring
 
 
 async def checkpoint_loop(database: Database) -> None:
@@ -183,14 +239,22 @@ class CheckpointReport:
 
 
 async def verify_against(
-    db: AsyncSession, public: Ed25519PublicKey, kept: list[dict[str, Any]]
+    db: AsyncSession, keys: dict[str, Ed25519PublicKey], kept: list[dict[str, Any]]
 ) -> CheckpointReport:
-    """Check the chain against checkpoints kept elsewhere: each signature holds, and the
-    record at each checkpoint's seq is still there with the same hash (a cut chain lacks
-    it; a rewritten or forked one has another hash)."""
+    """Check the chain against checkpoints kept elsewhere: each signature holds under the
+    key it names (`keys`: public keys by id), and the record at each checkpoint's seq is
+    still there with the same hash (a cut chain lacks it; a rewritten or forked one has
+    another hash)."""
     problems = []
     for c in kept:
         seq, chain_hash, at = int(c["seq"]), str(c["hash"]), datetime.fromisoformat(c["at"])
+        public = keys.get(str(c.get("key_id")))
+        if public is None:
+            problems.append(
+                f"checkpoint {seq}: signed by key {c.get('key_id')}, which is not among the"
+                " keys given"
+            )
+            continue
         if not verify_signature(public, checkpoint_message(seq, chain_hash, at), c["signature"]):
             problems.append(f"checkpoint {seq}: the signature does not hold")
             continue
@@ -285,6 +349,17 @@ class ExportReport:
     valid: bool
     records: int
     problems: list[str]
+
+
+def verify_export_with(
+    keys: dict[str, Ed25519PublicKey], body: bytes | mmap.mmap, signature: str
+) -> ExportReport:
+    """An export checked under whichever of `keys` signed it (an export names its key in
+    its `Audit-Key-Id` header, not in the file)."""
+    for public in keys.values():
+        if verify_signature(public, body, signature):
+            return verify_export(public, body, signature)
+    return ExportReport(False, 0, ["the signature does not hold over these bytes"])
 
 
 def verify_export(

@@ -35,7 +35,16 @@ HANDLERS: dict[str, Handler] = {
     JobKind.hold_expiry: holds.expire,
     JobKind.loan_accrual: accrual.run_job,
 }
-MAX_ATTEMPTS = 5
+MAX_ATTEMPTS = 20
+MAX_BACKOFF_SECONDS = 3600
+"""A failing job is retried after 2, 4, 8 … seconds, at most an hour apart: twenty
+attempts span about nine hours, so an outage of the database or of a service a handler
+calls does not drop the work. Then it is `failed` (the `bank_jobs{state="failed"}` gauge)
+until `bank jobs retry` queues it again."""
+
+
+def backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=min(2**attempts, MAX_BACKOFF_SECONDS))
 
 
 def _claimable(now: datetime) -> Any:
@@ -87,7 +96,7 @@ async def _fail(db: AsyncSession, job_id: int, error: str) -> None:
             job.finished_at = datetime.now(UTC)
         else:
             job.status = "queued"
-            job.run_after = datetime.now(UTC) + timedelta(seconds=2**job.attempts)
+            job.run_after = datetime.now(UTC) + backoff(job.attempts)
 
 
 async def run_job(database: Database, job_id: int) -> bool:
@@ -123,6 +132,19 @@ async def sweep(database: Database, limit: int = 100) -> int:
     for job_id in job_ids:
         ran += await run_job(database, job_id)
     return ran
+
+
+async def retry_failed(database: Database, kind: str | None = None) -> int:
+    """Queue every job that gave up (`failed`) again, due now, with its attempts counted
+    afresh (`bank jobs retry`). Returns how many."""
+    async with database.session() as db, unit_of_work(db):
+        query = update(Job).where(Job.status == "failed")
+        if kind is not None:
+            query = query.where(Job.kind == kind)
+        result = await db.execute(
+            query.values(status="queued", attempts=0, run_after=datetime.now(UTC), finished_at=None)
+        )
+        return int(result.rowcount)
 
 
 # States worth watching. `done` is left out: it only grows, and counting it would read

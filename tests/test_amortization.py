@@ -12,7 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.services import amortization
-from app.services.loan_products import ProductsError, load_products, parse_products
+from app.services.loan_products import (
+    ProductsError,
+    load_products,
+    parse_products,
+    rounding_slack,
+)
 
 
 def test_the_reference_schedule_to_the_cent():
@@ -130,6 +135,32 @@ def test_the_shipped_products_are_the_documented_defaults():
 def test_a_bad_products_file_is_refused_naming_the_field(text, named):
     with pytest.raises(ProductsError, match=named.replace(".", r"\.")):
         parse_products(text)
+
+
+def _product(rate: str, min_principal: str, max_term: int) -> str:
+    return (
+        f"[products.risky]\nname='Risky'\nannual_rate='{rate}'\nmin_principal='{min_principal}'"
+        f"\nmax_principal='900000.00'\nmin_term_months=12\nmax_term_months={max_term}\n"
+    )
+
+
+def test_a_product_whose_schedules_could_end_early_is_refused():
+    """The payment's rounding compounds at the rate: at 24.56 % over 306 months (CI found
+    it) the drift can reach 240.17, more than a small loan's whole payment, and such a
+    schedule ends rows early. The file is refused at start-up naming the product and the
+    way out; the same rate at a higher minimum principal, or a shorter term, is taken."""
+    rows = amortization.schedule(20_791, Decimal("24.56"), 306, date(2027, 1, 15))
+    assert any(row.principal == 0 for row in rows[:-1])  # what the check keeps out
+    with pytest.raises(ProductsError, match=r"products\.risky: .*could end rows early"):
+        parse_products(_product("24.56", "200.00", 306))
+    assert parse_products(_product("24.56", "15000.00", 306)).get("risky").max_term_months == 306
+    assert parse_products(_product("24.56", "200.00", 60)).get("risky").min_principal == 20_000
+    for code, product in load_products(None).products.items():  # the shipped ones pass
+        slack = rounding_slack(product.annual_rate, product.max_term_months)
+        payment = amortization.monthly_payment(
+            product.min_principal, product.annual_rate, product.max_term_months
+        )
+        assert slack < payment, code
 
 
 def test_a_missing_products_file_refuses_to_start(tmp_path: Path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
@@ -77,6 +77,9 @@ async def test_the_summary_figures_equal_the_ledgers(bank, app, database):
     actions = {(s["action"], s["count"]) for s in report["staff_actions"]}
     assert ("transaction.reject", 1) in actions and ("loan.approve", 1) in actions
     assert report["sla_breaches"] == 0
+    # Loans and SLA breaches are as of the reading, and the report says when that was.
+    as_of = datetime.fromisoformat(report["as_of"])
+    assert abs(as_of - datetime.now(UTC)) < timedelta(minutes=1)
     assert report["flags"]["opened"] == 0 and report["flags"]["median_minutes_to_resolve"] is None
     as_csv = await bank.client.get(
         "/api/audit/reports/summary",
@@ -86,6 +89,8 @@ async def test_the_summary_figures_equal_the_ledgers(bank, app, database):
     rows = list(csv.DictReader(io.StringIO(as_csv.text)))
     moved = [r for r in rows if r["section"] == "transactions"]
     assert sum(int(r["count"]) for r in moved) == len(journals)
+    (csv_as_of,) = [r["key"] for r in rows if r["section"] == "as_of"]
+    assert datetime.fromisoformat(csv_as_of) >= as_of  # read a moment later
     pdf = await bank.client.get(
         "/api/audit/reports/summary",
         params={"from": today, "to": today, "format": "pdf"},

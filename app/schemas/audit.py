@@ -116,3 +116,8 @@ class SummaryOut(Schema):
     )
     staff_actions: list[StaffActionsOut] = Field(description="Admins' audited actions")
     sla_breaches: int = Field(description="Items waiting past their SLA deadline now")
+    as_of: str = Field(
+        description="When the report was read (ISO 8601 UTC): the loans' status, delinquency"
+        " and outstanding principal, and the SLA breaches, are as of then; every other figure"
+        " is the period's"
+    )

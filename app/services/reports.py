@@ -78,7 +78,8 @@ async def summary(db: AsyncSession, *, since: date, until: date) -> Summary:
         {"outcome": status, "count": n, "sum": format_amount(int(total or 0))}
         for status, n, total in held
     ]
-    loans = await _loans(db, end, database_of(db).clock().date())
+    now = database_of(db).clock()
+    loans = await _loans(db, end, now.date())
     large = list(
         (
             await db.scalars(
@@ -121,6 +122,7 @@ async def summary(db: AsyncSession, *, since: date, until: date) -> Summary:
         "large_movements_truncated": truncated,
         "staff_actions": [{"actor_id": a, "action": act, "count": n} for a, act, n in staff],
         "sla_breaches": sum(1 for item in waiting.items if item.overdue),
+        "as_of": iso_utc(now),
     }
     return Summary(since, until, body)
 
@@ -251,6 +253,7 @@ def csv_rows(report: Summary) -> list[dict[str, Any]]:
         for s in b["staff_actions"]
     ]
     rows.append({"section": "sla_breaches", "count": b["sla_breaches"]})
+    rows.append({"section": "as_of", "key": b["as_of"]})
     return rows
 
 
@@ -271,6 +274,7 @@ async def export(report: Summary, format: str, *, bank_name: str) -> exports.Dow
     pairs = [
         ("Period", f"{report.since.isoformat()} to {report.until.isoformat()}"),
         ("Generated", iso_utc(datetime.now().astimezone())),
+        ("Loans and SLA as of", report.body["as_of"]),
     ]
     content = await exports.table_pdf(
         f"Compliance summary {name}", pairs, header, lines, heading=bank_name

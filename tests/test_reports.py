@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import select
 
@@ -77,7 +77,7 @@ async def test_the_summary_figures_equal_the_ledgers(bank, app, database):
     actions = {(s["action"], s["count"]) for s in report["staff_actions"]}
     assert ("transaction.reject", 1) in actions and ("loan.approve", 1) in actions
     assert report["sla_breaches"] == 0
-    # Loans and SLA breaches are as of the reading, and the report says when that was.
+    # SLA breaches are as of the reading, and the report says when that was.
     as_of = datetime.fromisoformat(report["as_of"])
     assert abs(as_of - datetime.now(UTC)) < timedelta(minutes=1)
     assert report["flags"]["opened"] == 0 and report["flags"]["median_minutes_to_resolve"] is None
@@ -122,3 +122,45 @@ async def test_the_summary_needs_a_period_in_order(bank):
         403,
         "forbidden",
     )
+
+
+async def test_the_loans_are_as_they_stood_on_the_periods_last_day(bank, app):
+    """A report of a past period shows each loan as it stood on that period's last day:
+    pending before it was paid out, its delinquency then (a payment made later does not
+    cure it), the principal outstanding then, and paid off only from the day it was."""
+    from tests.test_loans import active_loan, loan_of, move_clock, repay
+
+    headers, number, loan, _ = await active_loan(bank, app, on=date(2027, 1, 15))
+    loan_id = loan["loan_id"]
+    auditor = await bank.staff("auditor")
+
+    async def loans_on(day: date) -> list[tuple[str, str, str]]:
+        response = await bank.client.get(
+            "/api/audit/reports/summary",
+            params={"from": day.isoformat(), "to": day.isoformat()},
+            headers=auditor,
+        )
+        assert response.status_code == 200, response.text
+        return [(x["status"], x["delinquency"], x["outstanding"]) for x in response.json()["loans"]]
+
+    move_clock(app, date(2027, 3, 20))  # February's and March's installments unpaid
+    assert await loans_on(date(2027, 1, 10)) == [("pending", "current", "0.00")]
+    assert await loans_on(date(2027, 1, 31)) == [("active", "current", "10000.00")]
+    assert await loans_on(date(2027, 3, 1)) == [("active", "1-30", "10000.00")]
+    assert await loans_on(date(2027, 3, 19)) == [("active", "31-60", "10000.00")]
+    overdue = (await loan_of(bank, headers, loan_id))["overdue_amount"]
+    paid = await repay(bank, headers, loan_id, overdue, number)
+    assert paid.status_code == 201, paid.text
+    left = paid.json()["loan"]["outstanding_principal"]
+    assert left == "8415.08"  # 10,000.00 less two installments' principal (788.52 + 796.40)
+    # The past does not change: on 1 March and 19 March it was still late, and owed all.
+    assert await loans_on(date(2027, 3, 1)) == [("active", "1-30", "10000.00")]
+    assert await loans_on(date(2027, 3, 19)) == [("active", "31-60", "10000.00")]
+    assert await loans_on(date(2027, 3, 20)) == [("active", "current", left)]
+    move_clock(app, date(2027, 3, 25))
+    payoff = (await loan_of(bank, headers, loan_id))["payoff_amount"]
+    closed = await repay(bank, headers, loan_id, payoff, number)
+    assert closed.status_code == 201 and closed.json()["loan"]["status"] == "paid_off"
+    assert await loans_on(date(2027, 3, 24)) == [("active", "current", left)]
+    assert await loans_on(date(2027, 3, 25)) == [("paid_off", "current", "0.00")]
+    assert await loans_on(date(2027, 3, 1)) == [("active", "1-30", "10000.00")]

@@ -107,6 +107,8 @@ class Installment(Base):
     paid_interest: Mapped[int] = mapped_column(BigInteger, default=0)
     paid_fee: Mapped[int] = mapped_column(BigInteger, default=0)
     settled: Mapped[bool] = mapped_column(default=False)
+    settled_on: Mapped[date | None] = mapped_column(Date, nullable=True)
+    """The loan day it was paid in full (the compliance report's arrears at a past day)."""
 
 
 class Repayment(Base):
@@ -120,4 +122,8 @@ class Repayment(Base):
     journal_id: Mapped[int] = mapped_column(BigInteger)
     amount: Mapped[int] = mapped_column(BigInteger)
     allocation: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    paid_on: Mapped[date] = mapped_column(Date)
+    """The loan day it was paid on (the day its allocation was worked out for)."""
+    principal: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """What of it went to principal (due and future): the outstanding at a past day."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

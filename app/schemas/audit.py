@@ -106,7 +106,10 @@ class SummaryOut(Schema):
     customers: list[OutcomeCountOut] = Field(description="Customers registered in it")
     flags: FlagSummaryOut
     holds: list[HoldSummaryOut] = Field(description="Holds placed in it, by outcome")
-    loans: list[LoanSummaryOut] = Field(description="Loans applied for by its end")
+    loans: list[LoanSummaryOut] = Field(
+        description="Loans applied for by its end, as they stood on its last day (today, for"
+        " a period not over): status, delinquency and principal outstanding then"
+    )
     large_movements: list[AuditTransactionOut] = Field(
         description="Deposits, withdrawals and transfers of 10,000.00 or more (first 1,000)"
     )
@@ -117,7 +120,7 @@ class SummaryOut(Schema):
     staff_actions: list[StaffActionsOut] = Field(description="Admins' audited actions")
     sla_breaches: int = Field(description="Items waiting past their SLA deadline now")
     as_of: str = Field(
-        description="When the report was read (ISO 8601 UTC): the loans' status, delinquency"
-        " and outstanding principal, and the SLA breaches, are as of then; every other figure"
-        " is the period's"
+        description="When the report was read (ISO 8601 UTC): the SLA breaches are as of then"
+        " (items waiting past their deadline now), and a period not over yet is reported up"
+        " to then"
     )

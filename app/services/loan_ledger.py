@@ -203,6 +203,8 @@ async def write_book(db: AsyncSession, loan: Loan, book: Book) -> None:
         target.principal, target.interest, target.balance = row.principal, row.interest, row.balance
         target.fee, target.paid_principal = row.fee, row.paid_principal
         target.paid_interest, target.paid_fee = row.paid_interest, row.paid_fee
+        if row.settled and not target.settled:
+            target.settled_on = book.accrued_through  # the day it was worked out on
         target.settled = row.settled
     if stored:  # rows no longer owed: cancelled by a payoff before they fell due
         await db.execute(

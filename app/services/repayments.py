@@ -163,6 +163,8 @@ async def _repay(
                 journal_id=posted.id,
                 amount=amount,
                 allocation=[{"part": p, "amount": a} for p, a in parts.items()],
+                paid_on=today,
+                principal=allocation.principal,
                 created_at=posted.created_at,
             )
             db.add(record)

@@ -25,6 +25,8 @@ from app.models import (
     Journal,
     JournalKind,
     Loan,
+    LoanStatus,
+    Repayment,
     Role,
 )
 from app.money import format_amount
@@ -79,7 +81,7 @@ async def summary(db: AsyncSession, *, since: date, until: date) -> Summary:
         for status, n, total in held
     ]
     now = database_of(db).clock()
-    loans = await _loans(db, end, now.date())
+    loans = await _loans(db, end, until, now)
     large = list(
         (
             await db.scalars(
@@ -159,25 +161,59 @@ async def _flags(db: AsyncSession, start: datetime, end: datetime) -> dict[str, 
     }
 
 
-async def _loans(db: AsyncSession, end: datetime, today: date) -> list[dict[str, Any]]:
-    """Loans applied for by the period's end, by status and, for active ones, delinquency
-    (the oldest installment unpaid past its due date, as of today)."""
+async def _loans(
+    db: AsyncSession, end: datetime, until: date, now: datetime
+) -> list[dict[str, Any]]:
+    """Loans applied for by the period's end, as they stood at its last day (today, for a
+    period not over): pending until paid out; then active, or paid off once the
+    principal repaid by that day is the whole principal; the principal outstanding then;
+    and for active ones the delinquency then (the oldest installment due before that day
+    and not settled by it). Rejections and withdrawals count from when they were made.
+    Days are loan days (`paid_on`, `settled_on`, due dates), as the loans work them out."""
+    cutoff, day = min(end, now), min(until, now.date())
+    repaid = dict(
+        (
+            await db.execute(
+                select(Repayment.loan_id, func.sum(Repayment.principal))
+                .where(Repayment.paid_on <= day)
+                .group_by(Repayment.loan_id)
+            )
+        ).all()
+    )
     late = (
         select(Installment.loan_id, func.min(Installment.due_date).label("oldest"))
-        .where(~Installment.settled, Installment.due_date < today)
+        .where(
+            Installment.due_date < day,
+            ~Installment.settled | (Installment.settled_on > day),
+        )
         .group_by(Installment.loan_id)
         .subquery()
     )
     rows = await db.execute(
-        select(Loan.status, late.c.oldest, Loan.outstanding_principal)
+        select(
+            Loan.id,
+            Loan.status,
+            Loan.principal,
+            Loan.decided_at,
+            Loan.disbursed_on,
+            late.c.oldest,
+        )
         .outerjoin(late, late.c.loan_id == Loan.id)
-        .where(Loan.created_at < end)
+        .where(Loan.created_at < cutoff)
     )
     groups: dict[tuple[str, str], list[int]] = {}
-    for status, oldest, outstanding in rows:
-        days = (today - oldest).days if oldest is not None else 0
-        bucket = loan_book.Arrears(0, days).delinquency
-        entry = groups.setdefault((status, bucket), [0, 0])
+    for loan_id, status, principal, decided_at, disbursed_on, oldest in rows:
+        outstanding, bucket = 0, "current"
+        if status in (LoanStatus.rejected, LoanStatus.withdrawn):
+            status = status if decided_at is not None and decided_at < cutoff else "pending"
+        elif disbursed_on is None or disbursed_on > day:
+            status = LoanStatus.pending
+        else:
+            outstanding = principal - int(repaid.get(loan_id) or 0)
+            status = LoanStatus.active if outstanding > 0 else LoanStatus.paid_off
+            if status == LoanStatus.active and oldest is not None:
+                bucket = loan_book.Arrears(0, (day - oldest).days).delinquency
+        entry = groups.setdefault((str(status), bucket), [0, 0])
         entry[0] += 1
         entry[1] += outstanding
     return [
@@ -274,7 +310,7 @@ async def export(report: Summary, format: str, *, bank_name: str) -> exports.Dow
     pairs = [
         ("Period", f"{report.since.isoformat()} to {report.until.isoformat()}"),
         ("Generated", iso_utc(datetime.now().astimezone())),
-        ("Loans and SLA as of", report.body["as_of"]),
+        ("SLA breaches as of", report.body["as_of"]),
     ]
     content = await exports.table_pdf(
         f"Compliance summary {name}", pairs, header, lines, heading=bank_name

@@ -88,6 +88,7 @@ from app.settings import Settings
 from bench.seed import PNG, SeededCustomer, seed_customers
 from bench.server import BANK, ROOT, Server
 from checks import crash_loans
+from checks.answers import Answer, money
 from checks.crash_books import PENDING_KYC, Books, LoanBooks, Scoring
 from checks.crash_loans import (
     ADMIN_PASSWORD,
@@ -128,38 +129,9 @@ TRANSFER, REGISTRATION = "transfer", "registration"
 KEY_PREFIX, USER_PREFIX, PAYER_PREFIX = "crash-", "reg", "payer"
 TRANSFER_REFUSALS = frozenset({"insufficient_funds", "daily_limit_exceeded"})
 DUPLICATE = "username_taken"
-CENT = Decimal("0.01")
+
+
 LOG_ALARMS = ("ERROR", "Traceback", "Exception", "CRITICAL")
-
-
-def money(cents: int) -> Decimal:
-    return (Decimal(cents) / 100).quantize(CENT)
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    status: int
-    replayed: bool
-    code: str | None
-    transaction_id: str | None
-
-    @classmethod
-    def of(cls, response: httpx.Response) -> Answer:
-        try:
-            body = response.json()
-        except ValueError:
-            body = {}
-        body = body if isinstance(body, dict) else {}
-        return cls(
-            response.status_code,
-            response.headers.get("Idempotent-Replayed") == "true",
-            body.get("code"),
-            body.get("transaction_id"),
-        )
-
-    def __str__(self) -> str:
-        replay = " (replayed)" if self.replayed else ""
-        return f"{self.status} {self.code or self.transaction_id or ''}{replay}".strip()
 
 
 @dataclass(slots=True)

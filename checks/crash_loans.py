@@ -57,12 +57,12 @@ import asyncio
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
-from decimal import Decimal
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from checks.answers import Answer, money
 from checks.crash_books import LoanBooks, cents
 
 LOAN_CLIENTS = 2
@@ -102,33 +102,11 @@ REFUSALS: dict[str, frozenset[str]] = {
 }
 PAID_OUT = frozenset({"active", "paid_off"})
 OPEN = frozenset({"unknown", "pending", "active"})
-CENT = Decimal("0.01")
-
-
-def money(amount: int) -> str:
-    return str((Decimal(amount) / 100).quantize(CENT))
 
 
 @dataclass(frozen=True, slots=True)
-class Reply:
-    status: int
-    replayed: bool
-    code: str | None
-    body: dict[str, Any] = field(compare=False, repr=False)
-
-    @classmethod
-    def of(cls, response: httpx.Response) -> Reply:
-        try:
-            body = response.json()
-        except ValueError:
-            body = {}
-        body = body if isinstance(body, dict) else {}
-        return cls(
-            response.status_code,
-            response.headers.get("Idempotent-Replayed") == "true",
-            body.get("code"),
-            body,
-        )
+class Reply(Answer):
+    """An answer about a loan: the loan it shows, and a repayment's id."""
 
     @property
     def loan(self) -> dict[str, Any]:
@@ -332,7 +310,7 @@ class LoanTraffic:
         self.cases.append(case)
         payload = {
             "product": "home" if four_eyes else "personal",
-            "principal": money(principal),
+            "principal": str(money(principal)),
             "term_months": months,
             "monthly_income": DEMO_INCOME if four_eyes else PAYER_INCOME,
             "account_number": borrower.account,
@@ -379,7 +357,7 @@ class LoanTraffic:
         self.count += 1
         payoff = cents(view["payoff_amount"])
         amount = payoff if rng.random() < PAYOFF_SHARE else min(payoff, rng.randint(*REPAY_CENTS))
-        payload = {"amount": money(amount), "from_account": case.borrower.account}
+        payload = {"amount": str(money(amount)), "from_account": case.borrower.account}
         if rng.random() < DRY_RUN_SHARE:
             kind, name = DRY_RUN, f"{cycle}-dry{self.count}"
         else:

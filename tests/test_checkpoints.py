@@ -145,6 +145,8 @@ async def test_checkpoints_signed_before_a_key_rotation_still_verify(bank, setti
     keys = (await bank.client.get("/api/audit/checkpoints/keys", headers=auditor)).json()["items"]
     assert [k["key_id"] for k in keys] == [old_key, new_key]
     assert [k["current"] for k in keys] == [True, False]  # this app still signs with the first
+    # Each key is first used at its first checkpoint's time, never after it.
+    assert [k["first_used_at"] for k in keys] == [kept[0]["at"], kept[-1]["at"]]
     for k in keys:
         (tmp_path / f"{k['key_id']}.pem").write_text(k["public_key"])
     both = await _bank(

@@ -127,7 +127,7 @@ async def make_checkpoint(
     )
     if not due:
         return None
-    await register_key(db, signer)
+    await register_key(db, signer, first_used_at=now)
     checkpoint = AuditCheckpoint(
         seq=head.seq,
         hash=head.hash,
@@ -143,8 +143,9 @@ async def make_checkpoint(
     return checkpoint
 
 
-async def register_key(db: AsyncSession, signer: Signer) -> None:
-    """Keep the public half of the key about to sign, once (several processes may try)."""
+async def register_key(db: AsyncSession, signer: Signer, *, first_used_at: datetime) -> None:
+    """Keep the public half of the key about to sign its first checkpoint (stamped with
+    that checkpoint's time), once: several processes may try."""
     if await db.get(AuditSigningKey, signer.key_id) is not None:
         await end_reads(db)
         return
@@ -155,7 +156,7 @@ async def register_key(db: AsyncSession, signer: Signer) -> None:
                 AuditSigningKey(
                     key_id=signer.key_id,
                     public_key=signer.public_pem,
-                    first_used_at=datetime.now(UTC),
+                    first_used_at=first_used_at,
                 )
             )
     except IntegrityError:

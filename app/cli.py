@@ -270,8 +270,7 @@ def verify(
             typer.echo("error: --export needs --signature", err=True)
             raise typer.Exit(2)
         ring = given or signed.key_ring([signed.Signer.of(load_settings()).public_pem])
-        with export.open("rb") as file:
-            body = signed.mapped(file)  # an export of a year is not read into memory
+        with export.open("rb") as file, signed.mapped(file) as body:  # a year: not loaded
             report = signed.verify_export_with(ring, body, signature.strip())
         typer.echo(f"export: {report.records} records, {'valid' if report.valid else 'INVALID'}")
         for problem in report.problems:

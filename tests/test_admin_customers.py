@@ -373,3 +373,72 @@ async def test_disabling_an_admin_puts_what_they_held_back_in_the_queue(bank, ap
     assert done.status_code == 200
     (item,) = (await admin_get(bank, admin, "/api/admin/inbox"))["items"]
     assert item["assigned_to"] is None
+
+
+async def test_a_linked_admin_touches_neither_their_customers_accounts_nor_lists(bank, app):
+    """The rule holds wherever an admin acts on a customer: account status, the block and
+    allow lists (adding or removing), and a held transfer into the customer's account (a
+    linked admin could otherwise release money to their own customer)."""
+    from tests.ledger_helpers import transfer
+
+    mine, _, my_account = await funded_account(bank, "0.00")
+    _, sender, source = await funded_account(bank, "60000.00")
+    admin, other = await bank.staff(), await bank.staff()
+    me = (await bank.client.get("/api/auth/me", headers=admin)).json()["user_id"]
+    await execute(
+        app.state.database,
+        "UPDATE users SET linked_customer_id = :c WHERE id = :u",
+        c=int(mine["customer_id"]),
+        u=int(me),
+    )
+    held = await transfer(bank.client, sender, source, my_account, "50000.00")
+    assert held.json()["status"] == "pending_review"
+    entry = await bank.client.post(
+        "/api/admin/fraud/lists",
+        json={"list": "block", "target_type": "account", "target": my_account, "reason": "case 7"},
+        headers=other,
+    )
+    assert entry.status_code == 201
+    attempts = [
+        ("PATCH", f"/api/admin/accounts/{my_account}", {"status": "frozen", "reason": "mine"}),
+        (
+            "POST",
+            "/api/admin/fraud/lists",
+            {
+                "list": "allow",
+                "target_type": "customer",
+                "target": mine["customer_id"],
+                "rules": ["velocity"],
+                "reason": "mine",
+            },
+        ),
+        ("DELETE", f"/api/admin/fraud/lists/{entry.json()['entry_id']}", None),
+        ("POST", f"/api/admin/transactions/{held.json()['transaction_id']}/approve", {}),
+    ]
+    for method, url, body in attempts:
+        response = await bank.client.request(method, url, json=body, headers=admin)
+        problem(response, 403, "conflict_of_interest")
+    refused = [
+        r.action
+        for r in await audit_records(app.state.database)
+        if r.outcome == "failed" and r.actor_id == me
+    ]
+    assert refused == [
+        "account.status",
+        "fraud.allow_listed",
+        "fraud.list_entry_deleted",
+        "transaction.approve",
+    ]
+    # Nothing changed, and another admin may do each.
+    lists = (await bank.client.get("/api/admin/fraud/lists", headers=other)).json()["items"]
+    assert [e["entry_id"] for e in lists] == [entry.json()["entry_id"]]
+    frozen = await bank.client.patch(
+        f"/api/admin/accounts/{my_account}",
+        json={"status": "frozen", "reason": "Court order"},
+        headers=other,
+    )
+    assert frozen.status_code == 200 and frozen.json()["status"] == "frozen"
+    held_now = await bank.client.get(
+        f"/api/admin/transactions/{held.json()['transaction_id']}", headers=other
+    )
+    assert held_now.json()["status"] == "pending_review"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,12 @@ async def test_a_signed_export_is_checked_offline(bank, settings, tmp_path):
     key = (await bank.client.get("/api/audit/checkpoints/key", headers=auditor)).json()
     (tmp_path / "key.pem").write_text(key["public_key"])
     sig = response.headers["audit-signature"]
+    assert response.headers["audit-key-id"] == key["key_id"]
+    # The key that signs an export is kept with the checkpoints' keys.
+    (kept,) = (await bank.client.get("/api/audit/checkpoints/keys", headers=auditor)).json()[
+        "items"
+    ]
+    assert kept["key_id"] == key["key_id"] and kept["first_used_at"] is not None
     ok = await _bank(
         settings,
         "verify",
@@ -202,6 +209,27 @@ async def test_a_signed_export_is_checked_offline(bank, settings, tmp_path):
         str(tmp_path / "key.pem"),
     )
     assert ok.exit_code == 0 and f"export: {len(lines)} records, valid" in ok.output, ok.output
+    # From a pipe (`--export <(curl …)`): not mappable, read whole.
+    fifo = tmp_path / "export.fifo"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with fifo.open("wb") as out:
+            out.write(response.content)
+
+    fed = asyncio.create_task(asyncio.to_thread(feed))
+    piped = await _bank(
+        settings,
+        "verify",
+        "--export",
+        str(fifo),
+        "--signature",
+        sig,
+        "--public-key",
+        str(tmp_path / "key.pem"),
+    )
+    await fed
+    assert piped.exit_code == 0 and "valid" in piped.output, piped.output
     altered = response.content.replace(b'"outcome":"success"', b'"outcome":"failed"', 1)
     (tmp_path / "altered.ndjson").write_bytes(altered)
     bad = await _bank(
@@ -275,6 +303,5 @@ async def test_an_export_is_spooled_so_its_memory_is_a_batch_not_the_period(sett
     assert peak_sending < 3_000_000, peak_sending
     assert spooled.file.closed
     assert received.read_bytes().count(b"\n") == 30_000
-    with received.open("rb") as file:
-        body = signed.mapped(file)
+    with received.open("rb") as file, signed.mapped(file) as body:
         assert signed.verify_signature(signer.private.public_key(), body, spooled.signature)

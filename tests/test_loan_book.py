@@ -141,3 +141,22 @@ def test_an_amount_above_the_payoff_is_refused():
         assert exc.field == "amount"
     else:
         raise AssertionError("no refusal")
+
+
+def test_a_few_cents_left_over_a_long_term_are_not_spread_into_rows_of_nothing():
+    """An extra payment leaves 100.00 of a 30-year home loan: recomputed over the 360 rows
+    left, the rounding would end the schedule rows early (installments of 0.00). The rows
+    are recomputed over as many as amortize it instead; the ones after are dropped."""
+    rate = Decimal("6.25")
+    spread = amortization.schedule(10_000, rate, 360, START)
+    assert any(row.payment == 0 for row in spread)  # what the reschedule must not do
+    book = fresh(5_000_000, rate, 360)
+    today = START + timedelta(days=1)
+    loan_book.advance(book, today, grace_days=5, late_fee=2500)
+    result = loan_book.allocate(book, 4_990_000, today)
+    assert result.rescheduled and book.outstanding_principal == 10_000
+    rows = book.installments
+    assert 1 < len(rows) < 360
+    assert all(i.principal + i.interest > 0 for i in rows)
+    assert rows[-1].balance == 0 and sum(i.principal for i in rows) == 5_000_000
+    assert book.monthly_payment > 0

@@ -26,7 +26,7 @@ from app.errors import (
 )
 from app.models import Account, AccountKind, AccountStatus, CustomerStatus, Role
 from app.security import Principal
-from app.services import audit, blocks
+from app.services import audit, blocks, staff
 from app.services.audit import Actor
 from app.services.pagination import Slice, decode_cursor, read_limit, slice_of
 from app.store import LockedAccount
@@ -221,12 +221,23 @@ async def close_account(db: AsyncSession, *, principal: Principal, number: str) 
 async def set_status(
     db: AsyncSession, *, principal: Principal, number: str, status: str, reason: str
 ) -> Account:
-    """An admin freezes, unfreezes or closes an account."""
+    """An admin freezes, unfreezes or closes an account (not one of the customer their
+    user is linked to: 403 `conflict_of_interest`, audited)."""
     number = parse_number(number, field="account_number")
+    async with audit.denials_recorded(db, actor=Actor.of(principal), action="account.status"):
+        return await _set_status(db, principal, number, status, reason)
+
+
+async def _set_status(
+    db: AsyncSession, principal: Principal, number: str, status: str, reason: str
+) -> Account:
     async with unit_of_work(db) as tx:
         account = (await lock_accounts(db, [number])).get(number)
         if account is None or account.kind != AccountKind.customer:
             raise AccountNotFound(f"No account {number}.")
+        await staff.check_not_linked(
+            db, principal.user_id, account.customer_id, f"Account {number}"
+        )
         # Closing is for good: the number, its history and its statements stay, but
         # nothing reopens it (a new account is opened instead).
         if account.status == AccountStatus.closed:

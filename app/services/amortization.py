@@ -58,6 +58,36 @@ def monthly_payment(principal: int, annual_rate: Decimal, months: int) -> int:
         return _cents(payment)
 
 
+def rounding_slack(annual_rate: Decimal, months: int) -> int:
+    """How far, at most, a schedule's balance can drift from the exact annuity's, in minor
+    units: each row rounds its interest and pays a rounded payment (a cent at most
+    between them), and the difference earns the rate until the end, so the drift is at
+    most one cent a row compounded: ((1 + r)^n − 1) / r. It does not depend on the
+    principal; the payment does, so the smallest principal at the longest term is where a
+    schedule could end rows early (drift at least a whole payment)."""
+    with localcontext() as ctx:
+        ctx.prec = 40
+        r = monthly_rate(annual_rate)
+        if r == 0:
+            return 0  # 0 %: P / n rounded down, the remainder on the last row
+        return int(((1 + r) ** months - 1) / r) + 1
+
+
+def safe_months(principal: int, annual_rate: Decimal, months: int) -> int:
+    """The most installments, up to `months`, over which `principal` amortizes without the
+    rounding ending the schedule early (rounding_slack below the payment): `months`
+    itself but for a few cents' worth left over a long term. The slack grows with the
+    term and the payment shrinks, so the answer is found by halving."""
+    low, high = 1, months
+    while low < high:
+        middle = (low + high + 1) // 2
+        if rounding_slack(annual_rate, middle) < monthly_payment(principal, annual_rate, middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
 def due_date(anchor: date, months_after: int) -> date:
     """`months_after` months after `anchor`, on its day of the month or the month's end."""
     month_index = anchor.month - 1 + months_after

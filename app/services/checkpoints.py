@@ -20,8 +20,11 @@ import base64
 import hashlib
 import logging
 import mmap
+import os
+import stat
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -144,8 +147,8 @@ async def make_checkpoint(
 
 
 async def register_key(db: AsyncSession, signer: Signer, *, first_used_at: datetime) -> None:
-    """Keep the public half of the key about to sign its first checkpoint (stamped with
-    that checkpoint's time), once: several processes may try."""
+    """Keep the public half of the key about to sign its first checkpoint or export
+    (stamped with that time), once: several processes may try."""
     if await db.get(AuditSigningKey, signer.key_id) is not None:
         await end_reads(db)
         return
@@ -279,13 +282,24 @@ def export_lines(records: list[dict[str, Any]]) -> bytes:
     return b"".join(orjson.dumps(r, option=CANONICAL) + b"\n" for r in records)
 
 
-def mapped(file: IO[bytes]) -> bytes | mmap.mmap:
-    """A whole file as a read-only buffer without reading it into memory (an empty file
-    cannot be mapped: its bytes are b"")."""
+@contextmanager
+def mapped(file: IO[bytes]) -> Iterator[bytes | mmap.mmap]:
+    """A whole file as a read-only buffer, mapped rather than read into memory (and unmapped
+    afterwards). An empty file cannot be mapped (its bytes are b""), nor a pipe (`bank
+    verify --export <(curl …)`), which is read whole."""
     file.flush()
-    if file.seek(0, 2) == 0:
-        return b""
-    return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+    info = os.fstat(file.fileno())
+    if not stat.S_ISREG(info.st_mode):
+        yield file.read()
+        return
+    if info.st_size == 0:
+        yield b""
+        return
+    view = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        yield view
+    finally:
+        view.close()
 
 
 @dataclass(slots=True)
@@ -327,12 +341,8 @@ async def spool_export(
 
 
 def _sign_file(signer: Signer, file: IO[bytes]) -> str:
-    body = mapped(file)
-    try:
+    with mapped(file) as body:
         return signer.sign(body)
-    finally:
-        if isinstance(body, mmap.mmap):
-            body.close()
 
 
 def _lines(body: bytes | mmap.mmap) -> Iterator[bytes]:

@@ -341,6 +341,16 @@ def entry_out(entry: ListEntry) -> dict[str, Any]:
     }
 
 
+async def _customers_of(db: AsyncSession, target_type: str, stored: str) -> set[int | None]:
+    """The customers a list entry's target stands for."""
+    if target_type == "account":
+        return {await db.scalar(select(Account.customer_id).where(Account.number == stored))}
+    if target_type == "customer":
+        return {int(stored)}
+    hits = await db.scalars(select(Customer.id).where(Customer.national_id_hmac == stored))
+    return set(hits.all())
+
+
 async def _target(db: AsyncSession, settings: Settings, target_type: str, target: str) -> str:
     """The stored form of a list entry's target; an unknown account or customer is 404."""
     if target_type == "account":
@@ -380,6 +390,11 @@ async def add_entry(
     if expires_at is not None and expires_at <= datetime.now(UTC):
         raise ValidationFailed("The expiry is in the past.", field="expires_at")
     stored = await _target(db, settings, target_type, target)
+    action = f"fraud.{list_kind}_listed"
+    async with audit.denials_recorded(db, actor=Actor.of(principal), action=action):
+        await staff.check_not_linked(
+            db, principal.user_id, await _customers_of(db, target_type, stored), "This target"
+        )
     async with unit_of_work(db) as tx:
         entry = ListEntry(
             list_kind=list_kind,
@@ -431,10 +446,23 @@ async def list_entries(
 async def delete_entry(db: AsyncSession, *, principal: Principal, entry_id: str) -> None:
     if not entry_id.isdigit() or len(entry_id) > 18:
         raise ListEntryNotFound(f"No list entry {entry_id}.")
+    async with audit.denials_recorded(
+        db, actor=Actor.of(principal), action="fraud.list_entry_deleted"
+    ):
+        await _delete_entry(db, principal, entry_id)
+
+
+async def _delete_entry(db: AsyncSession, principal: Principal, entry_id: str) -> None:
     async with unit_of_work(db) as tx:
         entry = await db.get(ListEntry, int(entry_id), with_for_update=True)
         if entry is None:
             raise ListEntryNotFound(f"No list entry {entry_id}.")
+        await staff.check_not_linked(
+            db,
+            principal.user_id,
+            await _customers_of(db, entry.target_type, entry.target),
+            f"List entry {entry_id}",
+        )
         details = {
             k: v for k, v in entry_out(entry).items() if k in ("list", "target_type", "target")
         }

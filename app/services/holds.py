@@ -78,15 +78,30 @@ async def decide(
     async with audit.denials_recorded(database, actor=actor, action=action):
         if actor.id is not None and actor.id.isdigit():
             async with database.session() as db:
-                customer_id = await db.scalar(
-                    select(Hold.customer_id).where(Hold.journal_id == journal_id)
-                )
                 await staff.check_not_linked(
-                    db, int(actor.id), customer_id, f"Transaction {journal_id}"
+                    db, int(actor.id), await _sides(db, journal_id), f"Transaction {journal_id}"
                 )
         await money_transaction(database, work)
     async with database.session() as db:
         return await get_held(db, transaction_id)
+
+
+async def _sides(db: AsyncSession, journal_id: int) -> set[int | None]:
+    """The customers on either side of a pending held movement (none once it is decided or
+    if there is no such hold: the money transaction answers 409 or 404 then)."""
+    source = await db.scalar(
+        select(Hold.customer_id).where(
+            Hold.journal_id == journal_id, Hold.status == HoldStatus.pending
+        )
+    )
+    if source is None:
+        return set()
+    target = await db.scalar(
+        select(Account.customer_id)
+        .join(Journal, Journal.to_account_id == Account.id)
+        .where(Journal.id == journal_id)
+    )
+    return {source, target}
 
 
 async def decide_in(

@@ -250,7 +250,8 @@ def allocate(book: Book, amount: int, today: date) -> Allocation:
     rows = amortization.schedule(
         book.outstanding_principal,
         book.annual_rate,
-        len(future),
+        # A few cents left over a long term would round to rows of nothing: fewer rows.
+        amortization.safe_months(book.outstanding_principal, book.annual_rate, len(future)),
         book.anchor,
         first_number=first.number,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
-from decimal import Decimal, localcontext
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from app.errors import ValidationFailed
 from app.money import Amount, format_amount
-from app.services.amortization import monthly_payment, monthly_rate
+from app.services.amortization import monthly_payment, rounding_slack
 from app.settings import ConfigurationError
 
 DEFAULT_PRODUCTS = Path(__file__).resolve().parent.parent / "data" / "loan_products.toml"
@@ -22,21 +22,6 @@ RATE_PATTERN = r"^[0-9]{1,2}(\.[0-9]{1,2})?$"  # percent, 0 to 99.99, at most tw
 
 class ProductsError(ConfigurationError):
     """The loan products file is missing or malformed."""
-
-
-def rounding_slack(annual_rate: Decimal, months: int) -> int:
-    """How far, at most, a schedule's balance can drift from the exact annuity's, in minor
-    units: each row rounds its interest and pays a rounded payment (a cent at most
-    between them), and the difference earns the rate until the end, so the drift is at
-    most one cent a row compounded: ((1 + r)^n − 1) / r. It does not depend on the
-    principal; the payment does, so the smallest principal at the longest term is where a
-    schedule could end rows early (drift at least a whole payment)."""
-    with localcontext() as ctx:
-        ctx.prec = 40
-        r = monthly_rate(annual_rate)
-        if r == 0:
-            return 0  # 0 %: P / n rounded down, the remainder on the last row
-        return int(((1 + r) ** months - 1) / r) + 1
 
 
 class _Product(BaseModel):

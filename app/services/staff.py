@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -27,13 +28,16 @@ from app.services.pagination import Slice, decode_cursor, read_limit, slice_of
 
 
 async def check_not_linked(
-    db: AsyncSession, user_id: int, customer_id: int | None, what: str
+    db: AsyncSession, user_id: int, customers: int | Iterable[int | None] | None, what: str
 ) -> None:
     """No admin decides anything of the customer their own user is linked to
-    (`users.linked_customer_id`): loans, KYC, suspension, held transactions, fraud flags,
-    inbox take-overs. 403 `conflict_of_interest`, audited as a failed attempt."""
+    (`users.linked_customer_id`): KYC, suspension, loans, account status, held transactions
+    (either side of them), fraud flags, list entries, inbox take-overs. 403
+    `conflict_of_interest`, audited as a failed attempt by the caller's
+    `denials_recorded`."""
+    concerned = {customers} if customers is None or isinstance(customers, int) else set(customers)
     linked = await db.scalar(select(User.linked_customer_id).where(User.id == user_id))
-    if linked is not None and linked == customer_id:
+    if linked is not None and linked in concerned:
         raise ConflictOfInterest(
             f"{what} is of the customer your own user is linked to: another admin decides it."
         )

@@ -12,7 +12,7 @@ Create Date: 2026-12-01 21:50:00.000000
 """
 
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -70,7 +70,12 @@ def upgrade() -> None:
             for p in row.allocation or []
             if p["part"] in PRINCIPAL_PARTS
         )
-        day = date.fromisoformat(str(row.created_at)[:10])  # a datetime, or its text
+        created = row.created_at  # a datetime, or (SQLite) its UTC text
+        day = (
+            created.astimezone(UTC).date()
+            if isinstance(created, datetime) and created.tzinfo is not None
+            else date.fromisoformat(str(created)[:10])
+        )
         bind.execute(
             repayments.update()
             .where(repayments.c.id == row.id)

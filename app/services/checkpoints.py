@@ -332,7 +332,7 @@ async def spool_export(
     try:
         size = 0
         async for records in batches:
-            size += file.write(export_lines(records))
+            size += await asyncio.to_thread(file.write, export_lines(records))
         signature = await asyncio.to_thread(_sign_file, signer, file)
     except BaseException:
         file.close()

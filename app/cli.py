@@ -271,7 +271,7 @@ def verify(
             raise typer.Exit(2)
         ring = given or signed.key_ring([signed.Signer.of(load_settings()).public_pem])
         with export.open("rb") as file, signed.mapped(file) as body:  # a year: not loaded
-            report = signed.verify_export_with(ring, body, signature.strip())
+            report = signed.verify_export(ring, body, signature.strip())
         typer.echo(f"export: {report.records} records, {'valid' if report.valid else 'INVALID'}")
         for problem in report.problems:
             typer.echo(f"  {problem}", err=True)

@@ -50,6 +50,7 @@ import re
 import sqlite3
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -403,10 +404,11 @@ def _measure_instant(
     }
 
 
-async def _profile(settings: Any, at: datetime, is_sqlite: bool) -> dict[str, Any]:
-    """books_at in process at `at`: the whole call and each statement (median of
-    PROFILE_RUNS), and each SELECT's plan."""
-    database = Database(settings)
+async def _statement_runs(
+    database: Database, call: Callable[[Any], Awaitable[Any]]
+) -> tuple[list[float], list[list[tuple[str, Any, float]]]]:
+    """`call(db)` PROFILE_RUNS times in process: each run's wall time (ms) and the
+    statements it sent, each with its parameters and time (ms)."""
     captured: list[tuple[str, Any, float]] = []
 
     def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -416,8 +418,9 @@ async def _profile(settings: Any, at: datetime, is_sqlite: bool) -> dict[str, An
         started = conn.info["bench_started"].pop()
         captured.append((statement, parameters, (time.perf_counter() - started) * 1000))
 
-    event.listen(database.engine.sync_engine, "before_cursor_execute", before)
-    event.listen(database.engine.sync_engine, "after_cursor_execute", after)
+    engine = database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
     calls: list[float] = []
     runs: list[list[tuple[str, Any, float]]] = []
     try:
@@ -425,30 +428,49 @@ async def _profile(settings: Any, at: datetime, is_sqlite: bool) -> dict[str, An
             captured.clear()
             started = time.perf_counter()
             async with database.session() as db:
-                await reconciliation.books_at(db, at=at, cursor=None, limit=LIMIT)
+                await call(db)
             calls.append((time.perf_counter() - started) * 1000)
             runs.append(list(captured))
-        event.remove(database.engine.sync_engine, "before_cursor_execute", before)
-        event.remove(database.engine.sync_engine, "after_cursor_execute", after)
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "after_cursor_execute", after)
+    return calls, runs
+
+
+def _selects(runs: list[list[tuple[str, Any, float]]]) -> list[tuple[int, str, Any, float]]:
+    """The last run's SELECTs (position, text, parameters) with their median time."""
+    return [
+        (n, statement, parameters, statistics.median(run[n][2] for run in runs if len(run) > n))
+        for n, (statement, parameters, _) in enumerate(runs[-1])
+        if statement.lstrip().upper().startswith("SELECT")
+    ]
+
+
+async def _plan(conn: Any, statement: str, parameters: Any, is_sqlite: bool) -> list[str]:
+    prefix = "EXPLAIN QUERY PLAN " if is_sqlite else "EXPLAIN (ANALYZE, BUFFERS) "
+    plan = (await conn.exec_driver_sql(prefix + statement, parameters)).all()
+    if is_sqlite:
+        return [" " * 2 * int(row[1] > 0) + str(row[-1]) for row in plan]
+    return [str(row[0]) for row in plan]
+
+
+async def _profile(settings: Any, at: datetime, is_sqlite: bool) -> dict[str, Any]:
+    """books_at in process at `at`: the whole call and each statement (median of
+    PROFILE_RUNS), and each SELECT's plan."""
+    database = Database(settings)
+    try:
+        calls, runs = await _statement_runs(
+            database, lambda db: reconciliation.books_at(db, at=at, cursor=None, limit=LIMIT)
+        )
         statements = []
         async with database.engine.connect() as conn:
-            for n, (statement, parameters, _) in enumerate(runs[-1]):
-                if not statement.lstrip().upper().startswith("SELECT"):
-                    continue
-                ms = statistics.median(run[n][2] for run in runs if len(run) > n)
-                prefix = "EXPLAIN QUERY PLAN " if is_sqlite else "EXPLAIN (ANALYZE, BUFFERS) "
-                plan = (await conn.exec_driver_sql(prefix + statement, parameters)).all()
-                lines = (
-                    [" " * 2 * int(row[1] > 0) + str(row[-1]) for row in plan]
-                    if is_sqlite
-                    else [str(row[0]) for row in plan]
-                )
+            for _, statement, parameters, ms in _selects(runs):
                 statements.append(
                     {
                         "what": "trial balance" if "GROUP BY" in statement else "page",
                         "sql": " ".join(statement.split()),
                         "median_ms": round(ms, 1),
-                        "plan": lines,
+                        "plan": await _plan(conn, statement, parameters, is_sqlite),
                     }
                 )
     finally:
@@ -651,55 +673,24 @@ async def _profile_report(
     """reports.summary in process: the whole call and each statement (median of
     PROFILE_RUNS), and the slowest SELECTs' plans."""
     database = Database(settings)
-    captured: list[tuple[str, Any, float]] = []
-
-    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        conn.info.setdefault("bench_started", []).append(time.perf_counter())
-
-    def after(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
-        started = conn.info["bench_started"].pop()
-        captured.append((statement, parameters, (time.perf_counter() - started) * 1000))
-
-    event.listen(database.engine.sync_engine, "before_cursor_execute", before)
-    event.listen(database.engine.sync_engine, "after_cursor_execute", after)
-    calls: list[float] = []
-    runs: list[list[tuple[str, Any, float]]] = []
     try:
-        for _ in range(PROFILE_RUNS):
-            captured.clear()
-            started = time.perf_counter()
-            async with database.session() as db:
-                await reports.summary(db, since=period[0], until=period[1])
-            calls.append((time.perf_counter() - started) * 1000)
-            runs.append(list(captured))
-        event.remove(database.engine.sync_engine, "before_cursor_execute", before)
-        event.remove(database.engine.sync_engine, "after_cursor_execute", after)
-        statements = []
-        for n, (statement, _, _) in enumerate(runs[-1]):
-            if not statement.lstrip().upper().startswith("SELECT"):
-                continue
-            ms = statistics.median(run[n][2] for run in runs if len(run) > n)
-            statements.append(
-                {
-                    "what": _what(statement),
-                    "sql": " ".join(statement.split())[:600],
-                    "median_ms": round(ms, 1),
-                    "n": n,
-                }
-            )
-        slowest = sorted(statements, key=lambda s: -s["median_ms"])[:PLANS_SHOWN]
+        calls, runs = await _statement_runs(
+            database, lambda db: reports.summary(db, since=period[0], until=period[1])
+        )
+        selects = _selects(runs)
+        statements = [
+            {
+                "what": _what(statement),
+                "sql": " ".join(statement.split())[:600],
+                "median_ms": round(ms, 1),
+            }
+            for _, statement, _, ms in selects
+        ]
+        slowest = sorted(range(len(selects)), key=lambda i: -selects[i][3])[:PLANS_SHOWN]
         async with database.engine.connect() as conn:
-            for s in slowest:
-                statement, parameters, _ = runs[-1][s["n"]]
-                prefix = "EXPLAIN QUERY PLAN " if is_sqlite else "EXPLAIN (ANALYZE, BUFFERS) "
-                plan = (await conn.exec_driver_sql(prefix + statement, parameters)).all()
-                s["plan"] = (
-                    [" " * 2 * int(row[1] > 0) + str(row[-1]) for row in plan]
-                    if is_sqlite
-                    else [str(row[0]) for row in plan]
-                )
-        for s in statements:
-            s.pop("n")
+            for i in slowest:
+                _, statement, parameters, _ = selects[i]
+                statements[i]["plan"] = await _plan(conn, statement, parameters, is_sqlite)
     finally:
         await database.dispose()
     total = statistics.median(calls)

@@ -245,7 +245,7 @@ async def test_a_signed_export_is_checked_offline(bank, settings, tmp_path):
     assert bad.exit_code == 1 and "the signature does not hold" in bad.output
     # Signed, yet not a chain: the verifier also checks the order and each link.
     signer = signed.Signer.of(settings)
-    public = signer.private.public_key()
+    public = signed.key_ring([signer.public_pem])
     swapped = lines[1] + b"\n" + lines[0] + b"\n"
     report = signed.verify_export(public, swapped, signer.sign(swapped))
     assert report.problems == ["record 1: out of order after record 2"]
@@ -269,7 +269,9 @@ async def test_a_signed_export_is_checked_offline(bank, settings, tmp_path):
     assert signed.verify_export(public, b"", period.headers["audit-signature"]).valid
 
 
-async def test_an_export_is_spooled_so_its_memory_is_a_batch_not_the_period(settings, tmp_path):
+async def test_an_export_is_spooled_so_its_memory_is_a_batch_not_the_period(
+    settings, database, tmp_path
+):
     """A year of records is not held in memory to be signed: the export is written to a
     temporary file batch by batch and signed there; what Python holds at once is a batch
     and a piece of the file. (Built as one bytes object, 11 MB of export would peak above
@@ -287,7 +289,7 @@ async def test_an_export_is_spooled_so_its_memory_is_a_batch_not_the_period(sett
     pieces = 0
     tracemalloc.start()
     try:
-        spooled = await signed.spool_export(batches(), signer)
+        spooled = await signed.spool_export(database, batches(), signer)
         _, peak_spooling = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
         with received.open("wb") as out:

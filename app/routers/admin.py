@@ -356,7 +356,8 @@ async def set_account_status(
     """Freeze, unfreeze or close a customer's account, with a reason that goes into the audit
     trail. A frozen account neither sends nor receives money. Admins only. A change the
     account's state does not allow (closing with money in it, anything on a closed
-    account) is 409."""
+    account) is 409; an admin linked to the account's customer → 403 `conflict_of_interest`
+    (audited as failed)."""
     account = await accounts.set_status(
         db, principal=principal, number=account_number, status=body.status, reason=body.reason
     )
@@ -599,7 +600,8 @@ async def add_entry(
     422 `blocked_counterparty`), or allow one (the named rules no longer score movements it
     takes part in), with a reason and an optional expiry after which the entry stops
     applying by itself (audited). A national id is kept only as its keyed hash. An unknown
-    account or customer is 404. Admins only."""
+    account or customer is 404; an entry naming the customer the admin's user is linked to
+    → 403 `conflict_of_interest` (audited as failed). Admins only."""
     entry = await fraud.add_entry(
         db,
         settings,
@@ -622,7 +624,9 @@ async def add_entry(
     responses=problem_responses(401, 403, 404),
 )
 async def delete_entry(entry_id: EntryId, principal: AdminUser, db: DbSession) -> Response:
-    """Remove a list entry (audited); it stops applying at once. Admins only."""
+    """Remove a list entry (audited); it stops applying at once. One naming the customer the
+    admin's user is linked to → 403 `conflict_of_interest` (audited as failed). Admins
+    only."""
     await fraud.delete_entry(db, principal=principal, entry_id=entry_id)
     return Response(status_code=204)
 

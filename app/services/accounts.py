@@ -26,7 +26,7 @@ from app.errors import (
 )
 from app.models import Account, AccountKind, AccountStatus, CustomerStatus, Role
 from app.security import Principal
-from app.services import audit, blocks, staff
+from app.services import audit, blocks, conflicts
 from app.services.audit import Actor
 from app.services.pagination import Slice, decode_cursor, read_limit, slice_of
 from app.store import LockedAccount
@@ -235,7 +235,7 @@ async def _set_status(
         account = (await lock_accounts(db, [number])).get(number)
         if account is None or account.kind != AccountKind.customer:
             raise AccountNotFound(f"No account {number}.")
-        await staff.check_not_linked(
+        await conflicts.check_not_linked(
             db, principal.user_id, account.customer_id, f"Account {number}"
         )
         # Closing is for good: the number, its history and its statements stay, but

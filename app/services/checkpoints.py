@@ -323,11 +323,13 @@ class SpooledExport:
 
 
 async def spool_export(
-    batches: AsyncIterator[list[dict[str, Any]]], signer: Signer
+    database: Database, batches: AsyncIterator[list[dict[str, Any]]], signer: Signer
 ) -> SpooledExport:
     """Write the records as JSON lines to a temporary file, batch by batch, then sign its
     exact bytes (Ed25519 reads the message twice: the file is mapped, not loaded), off the
-    event loop."""
+    event loop. The signing key is kept with the checkpoints' keys."""
+    async with database.session() as db:
+        await register_key(db, signer, first_used_at=datetime.now(UTC))
     file = tempfile.TemporaryFile()  # noqa: SIM115 - SpooledExport.pieces closes it
     try:
         size = 0
@@ -362,26 +364,16 @@ class ExportReport:
     problems: list[str]
 
 
-def verify_export_with(
+def verify_export(
     keys: dict[str, Ed25519PublicKey], body: bytes | mmap.mmap, signature: str
 ) -> ExportReport:
-    """An export checked under whichever of `keys` signed it (an export names its key in
-    its `Audit-Key-Id` header, not in the file)."""
-    for public in keys.values():
-        if verify_signature(public, body, signature):
-            return verify_export(public, body, signature)
-    return ExportReport(False, 0, ["the signature does not hold over these bytes"])
-
-
-def verify_export(
-    public: Ed25519PublicKey, body: bytes | mmap.mmap, signature: str
-) -> ExportReport:
-    """An export checked offline: the signature over its exact bytes, then each record's
-    hash recomputed and each link to the record before it within the export (a record at
-    a time: `body` may be a mapped file)."""
+    """An export checked offline: the signature over its exact bytes under one of `keys`
+    (the export names its key in its `Audit-Key-Id` header, not in the file), then each
+    record's hash recomputed and each link to the record before it within the export (a
+    record at a time: `body` may be a mapped file)."""
     from app.store.audit import compute_hash
 
-    if not verify_signature(public, body, signature):
+    if not any(verify_signature(public, body, signature) for public in keys.values()):
         return ExportReport(False, 0, ["the signature does not hold over these bytes"])
     problems: list[str] = []
     prev: dict[str, Any] | None = None

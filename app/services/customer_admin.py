@@ -20,7 +20,7 @@ from app.db import database_of, retry_on_conflict, unit_of_work
 from app.errors import AlreadyDecided, CustomerNotFound, DocumentNotFound, ValidationFailed
 from app.models import Account, Customer, CustomerStatus, KycDocument, KycStatus, User
 from app.security import Principal
-from app.services import audit, inbox, staff
+from app.services import audit, conflicts, inbox
 from app.services.audit import Actor
 from app.services.customers import Profile, load_profile, parse_customer_id
 from app.services.pagination import Slice, decode_cursor, read_limit, slice_of
@@ -123,7 +123,9 @@ async def _decide_kyc(
             Customer, profile.customer.id, with_for_update=True, populate_existing=True
         )
         assert customer is not None
-        await staff.check_not_linked(db, principal.user_id, customer.id, f"Customer {customer.id}")
+        await conflicts.check_not_linked(
+            db, principal.user_id, customer.id, f"Customer {customer.id}"
+        )
         if customer.status not in KYC_OPEN:
             raise AlreadyDecided(f"Customer {customer.id} is {customer.status!r}: KYC is decided.")
         previous = customer.status
@@ -180,7 +182,9 @@ async def _set_standing(
             Customer, profile.customer.id, with_for_update=True, populate_existing=True
         )
         assert customer is not None
-        await staff.check_not_linked(db, principal.user_id, customer.id, f"Customer {customer.id}")
+        await conflicts.check_not_linked(
+            db, principal.user_id, customer.id, f"Customer {customer.id}"
+        )
         if customer.status != before:
             raise AlreadyDecided(
                 f"Customer {customer.id} is {customer.status!r}; only {before.value!r} can be"

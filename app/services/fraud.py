@@ -40,7 +40,7 @@ from app.models import (
 )
 from app.schemas.common import day_start
 from app.security import Principal
-from app.services import accounts, audit, blocks, staff
+from app.services import accounts, audit, blocks, conflicts
 from app.services.audit import Actor
 from app.services.customers import national_id_hmac
 from app.services.ledger import TransactionView
@@ -212,7 +212,7 @@ async def _assign(db: AsyncSession, principal: Principal, flag_id: str) -> dict[
         flag = await _flag(db, flag_id, lock=True)
         if flag.status != FlagStatus.open:
             raise AlreadyDecided(f"Flag {flag_id} is already resolved.")
-        await staff.check_not_linked(db, principal.user_id, flag.customer_id, f"Flag {flag.id}")
+        await conflicts.check_not_linked(db, principal.user_id, flag.customer_id, f"Flag {flag.id}")
         previous = flag.assigned_to
         flag.assigned_to = principal.user_id
         flag.updated_at = datetime.now(UTC)
@@ -246,7 +246,7 @@ async def _resolve(
         flag = await _flag(db, flag_id, lock=True)
         if flag.status != FlagStatus.open:
             raise AlreadyDecided(f"Flag {flag_id} was already resolved ({flag.decision}).")
-        await staff.check_not_linked(db, principal.user_id, flag.customer_id, f"Flag {flag.id}")
+        await conflicts.check_not_linked(db, principal.user_id, flag.customer_id, f"Flag {flag.id}")
         now = datetime.now(UTC)
         flag.status = FlagStatus.resolved
         flag.decision = decision
@@ -392,7 +392,7 @@ async def add_entry(
     stored = await _target(db, settings, target_type, target)
     action = f"fraud.{list_kind}_listed"
     async with audit.denials_recorded(db, actor=Actor.of(principal), action=action):
-        await staff.check_not_linked(
+        await conflicts.check_not_linked(
             db, principal.user_id, await _customers_of(db, target_type, stored), "This target"
         )
     async with unit_of_work(db) as tx:
@@ -457,7 +457,7 @@ async def _delete_entry(db: AsyncSession, principal: Principal, entry_id: str) -
         entry = await db.get(ListEntry, int(entry_id), with_for_update=True)
         if entry is None:
             raise ListEntryNotFound(f"No list entry {entry_id}.")
-        await staff.check_not_linked(
+        await conflicts.check_not_linked(
             db,
             principal.user_id,
             await _customers_of(db, entry.target_type, entry.target),

@@ -21,7 +21,7 @@ from app.errors import AccountNotFound, AlreadyDecided, TransactionNotFound, Val
 from app.models import Account, Hold, HoldStatus, Journal, JournalKind, JournalStatus
 from app.money import format_amount
 from app.schemas.common import iso_utc
-from app.services import accounts, audit, staff
+from app.services import accounts, audit, conflicts
 from app.services.audit import SYSTEM, Actor
 from app.services.ledger import CASH, HOLDS, TransactionView, check_not_blocked
 from app.services.pagination import Slice, decode_cursor, read_limit, slice_of
@@ -78,7 +78,7 @@ async def decide(
     async with audit.denials_recorded(database, actor=actor, action=action):
         if actor.id is not None and actor.id.isdigit():
             async with database.session() as db:
-                await staff.check_not_linked(
+                await conflicts.check_not_linked(
                     db, int(actor.id), await _sides(db, journal_id), f"Transaction {journal_id}"
                 )
         await money_transaction(database, work)
@@ -87,21 +87,17 @@ async def decide(
 
 
 async def _sides(db: AsyncSession, journal_id: int) -> set[int | None]:
-    """The customers on either side of a pending held movement (none once it is decided or
-    if there is no such hold: the money transaction answers 409 or 404 then)."""
-    source = await db.scalar(
-        select(Hold.customer_id).where(
-            Hold.journal_id == journal_id, Hold.status == HoldStatus.pending
+    """The customers on either side of a pending held movement, in one read (none once it
+    is decided or if there is no such hold: the money transaction answers 409 or 404)."""
+    row = (
+        await db.execute(
+            select(Hold.customer_id, Account.customer_id)
+            .join(Journal, Journal.id == Hold.journal_id)
+            .outerjoin(Account, Account.id == Journal.to_account_id)
+            .where(Hold.journal_id == journal_id, Hold.status == HoldStatus.pending)
         )
-    )
-    if source is None:
-        return set()
-    target = await db.scalar(
-        select(Account.customer_id)
-        .join(Journal, Journal.to_account_id == Account.id)
-        .where(Journal.id == journal_id)
-    )
-    return {source, target}
+    ).first()
+    return set(row) if row is not None else set()
 
 
 async def decide_in(

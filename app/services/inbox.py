@@ -37,10 +37,9 @@ from app.models import (
     Loan,
     LoanApproval,
     LoanStatus,
-    User,
 )
 from app.security import Principal
-from app.services import audit
+from app.services import audit, conflicts
 from app.services.audit import Actor
 from app.services.pagination import Slice
 
@@ -168,16 +167,10 @@ async def list_items(
     return Slice(items[:limit], _cursor(items[limit - 1]))
 
 
-async def _excluded(db: AsyncSession, admin_id: int) -> tuple[int | None, set[int]]:
-    """What the admin may not be handed: their linked customer's items, and the loans they
-    approved already (the second approval is someone else's)."""
-    linked = await db.scalar(select(User.linked_customer_id).where(User.id == admin_id))
-    approved = set(
-        (
-            await db.scalars(select(LoanApproval.loan_id).where(LoanApproval.admin_id == admin_id))
-        ).all()
-    )
-    return linked, approved
+async def _approved(db: AsyncSession, admin_id: int) -> set[int]:
+    """The loans the admin approved already (the second approval is someone else's)."""
+    found = await db.scalars(select(LoanApproval.loan_id).where(LoanApproval.admin_id == admin_id))
+    return set(found.all())
 
 
 async def _still_waiting(db: AsyncSession, kind: str, entity_id: int) -> bool:
@@ -220,7 +213,9 @@ async def take_next(db: AsyncSession, *, principal: Principal) -> Item | None:
     database = database_of(db)
     for _ in range(NEXT_TRIES):
         rows = await _waiting(db)
-        linked, approved = await _excluded(db, principal.user_id)
+        # Never handed their linked customer's items, nor a loan they approved already.
+        linked = await conflicts.linked_customer(db, principal.user_id)
+        approved = await _approved(db, principal.user_id)
         await end_reads(db)
         candidate = next(
             (
@@ -265,13 +260,10 @@ async def _take_over(db: AsyncSession, principal: Principal, item_id: str) -> It
         rows = [r for r in await _waiting(db) if r[0] == kind and r[1] == entity_id]
         if not rows:
             raise InboxItemNotFound(f"No inbox item {item_id} is waiting.")
-        linked, approved = await _excluded(db, principal.user_id)
-        if (linked is not None and rows[0][2] == linked) or (
-            kind == LOAN and entity_id in approved
-        ):
+        await conflicts.check_not_linked(db, principal.user_id, rows[0][2], f"Inbox item {item_id}")
+        if kind == LOAN and entity_id in await _approved(db, principal.user_id):
             raise ConflictOfInterest(
-                f"Inbox item {item_id} is not yours to decide: it is of the customer your user"
-                " is linked to, or a loan you approved already."
+                f"You approved loan {entity_id} already: its second approval is another admin's."
             )
         previous = rows[0][4]
         now = datetime.now(UTC)

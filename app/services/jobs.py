@@ -142,7 +142,7 @@ async def retry_failed(database: Database, kind: str | None = None) -> int:
         if kind is not None:
             query = query.where(Job.kind == kind)
         result = await db.execute(
-            query.values(status="queued", attempts=0, run_after=datetime.now(UTC), finished_at=None)
+            query.values(status="queued", attempts=0, run_after=database.clock(), finished_at=None)
         )
         return int(result.rowcount)
 

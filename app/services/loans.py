@@ -47,10 +47,10 @@ from app.services import (
     accounts,
     amortization,
     audit,
+    conflicts,
     idempotency,
     inbox,
     loan_ledger,
-    staff,
 )
 from app.services.audit import Actor
 from app.services.loan_products import Catalog
@@ -412,7 +412,7 @@ async def _decide(
         loan = await lock_loan(db, found.id)  # whoever locks it first decides
         if loan.status != LoanStatus.pending:
             raise AlreadyDecided(f"Loan {loan.id} was already decided ({loan.status}).")
-        await staff.check_not_linked(db, principal.user_id, loan.customer_id, f"Loan {loan.id}")
+        await conflicts.check_not_linked(db, principal.user_id, loan.customer_id, f"Loan {loan.id}")
         if approve:
             accounts.check_can_transact(standing)
         admin_id = principal.user_id

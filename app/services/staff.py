@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -10,13 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import end_reads, retry_on_conflict, unit_of_work
-from app.errors import (
-    AlreadyDecided,
-    CannotDisableSelf,
-    ConflictOfInterest,
-    StaffNotFound,
-    UsernameTaken,
-)
+from app.errors import AlreadyDecided, CannotDisableSelf, StaffNotFound, UsernameTaken
 from app.models import Role, User
 from app.passwords import check_password_policy
 from app.security import Principal, Security
@@ -25,22 +18,6 @@ from app.services.audit import Actor
 from app.services.auth import end_sessions
 from app.services.customers import check_unique
 from app.services.pagination import Slice, decode_cursor, read_limit, slice_of
-
-
-async def check_not_linked(
-    db: AsyncSession, user_id: int, customers: int | Iterable[int | None] | None, what: str
-) -> None:
-    """No admin decides anything of the customer their own user is linked to
-    (`users.linked_customer_id`): KYC, suspension, loans, account status, held transactions
-    (either side of them), fraud flags, list entries, inbox take-overs. 403
-    `conflict_of_interest`, audited as a failed attempt by the caller's
-    `denials_recorded`."""
-    concerned = {customers} if customers is None or isinstance(customers, int) else set(customers)
-    linked = await db.scalar(select(User.linked_customer_id).where(User.id == user_id))
-    if linked is not None and linked in concerned:
-        raise ConflictOfInterest(
-            f"{what} is of the customer your own user is linked to: another admin decides it."
-        )
 
 
 async def create_staff(
